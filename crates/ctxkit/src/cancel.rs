@@ -1,0 +1,311 @@
+//! The cancellation scope: state, registrations, and propagation down the tree.
+//!
+//! A [`Scope`] lives inside the [`Node`] of every `with_cancel` /
+//! `with_deadline` context. It is the only place where cancellation state is
+//! kept; value and `without_cancel` layers point at the nearest scope above
+//! them, or at none.
+//!
+//! # Invariants
+//!
+//! - `status` goes from `LIVE` to an `Error` exactly once, and only while
+//!   `inner` is locked; the same critical section turns `inner` from
+//!   `Live(registry)` into `Done(cause)`. So under the lock, `status` and
+//!   `inner` agree, and anything that registers under the lock either lands
+//!   in the registry before the drain or sees the scope done.
+//! - No lock is held while another is taken: cancelling takes one scope's
+//!   lock at a time, then the parent's or the timer's to deregister. Hence no
+//!   lock order, and no deadlock however cancels, derivations and drops
+//!   interleave.
+//! - No foreign code (wakers, callbacks, drops of user values) runs while a
+//!   lock is held.
+
+use crate::context::Node;
+use crate::error::{Cause, Error};
+use crate::registry::{Registration, Registry};
+use crate::sync::{lock, Arc, AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::{executor, timer};
+use std::any::Any;
+use std::time::Instant;
+
+const LIVE: u8 = 0;
+const CANCELED: u8 = 1;
+const DEADLINE_EXCEEDED: u8 = 2;
+/// The node is being dropped: unobservable, it only stops a second release.
+const RELEASED: u8 = 3;
+
+/// The cancellation state of one `with_cancel` / `with_deadline` context.
+pub(crate) struct Scope {
+    /// `LIVE`, or the `Error` that ended the scope. The only thing the hot path
+    /// reads: one `Acquire` load.
+    status: AtomicU8,
+    /// Whether `deadline` is this scope's own (it set a timer) rather than
+    /// inherited from an ancestor.
+    own_deadline: bool,
+    /// The earliest of this scope's deadline and its ancestors'.
+    deadline: Option<Instant>,
+    /// This scope's key in its parent scope's registry. Written and read only
+    /// under the parent's lock, which orders it; the atomic is for `Sync`.
+    key_in_parent: AtomicUsize,
+    inner: Mutex<Inner>,
+}
+
+pub(crate) enum Inner {
+    Live(Registry),
+    Done(Cause),
+}
+
+impl Scope {
+    pub(crate) fn new(deadline: Option<Instant>, own_deadline: bool) -> Scope {
+        Scope {
+            status: AtomicU8::new(LIVE),
+            own_deadline,
+            deadline,
+            key_in_parent: AtomicUsize::new(usize::MAX),
+            inner: Mutex::new(Inner::Live(Registry::new())),
+        }
+    }
+
+    /// The error that ended this scope, or `None` while it is live.
+    #[inline]
+    pub(crate) fn err(&self) -> Option<Error> {
+        // Acquire pairs with the Release store in `finish`: a reader that sees
+        // the scope done also sees everything the canceller did before.
+        match self.status.load(Ordering::Acquire) {
+            LIVE => None,
+            DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
+            _ => Some(Error::Canceled),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        self.status.load(Ordering::Acquire) != LIVE
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub(crate) fn has_own_deadline(&self) -> bool {
+        self.own_deadline
+    }
+
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        if !self.is_done() {
+            return None;
+        }
+        match &*lock(&self.inner) {
+            Inner::Done(cause) => Some(cause.clone()),
+            Inner::Live(_) => unreachable!("a done scope has a cause"),
+        }
+    }
+
+    /// Runs `f` on the registry if the scope is live; otherwise returns the
+    /// error and cause it ended with. Whatever `f` returns is dropped after
+    /// the lock is released, so it may carry registrations out.
+    pub(crate) fn with_registry<R>(
+        &self,
+        f: impl FnOnce(&mut Registry) -> R,
+    ) -> Result<R, (Error, Cause)> {
+        let mut inner = lock(&self.inner);
+        match &mut *inner {
+            Inner::Live(registry) => Ok(f(registry)),
+            Inner::Done(cause) => {
+                let err = self.err().expect("a done scope has an error");
+                Err((err, cause.clone()))
+            }
+        }
+    }
+
+    /// Removes one registration if the scope is still live; the removed
+    /// registration is dropped after the lock is released.
+    pub(crate) fn deregister(&self, key: usize) -> Option<Registration> {
+        self.with_registry(|registry| registry.remove(key))
+            .ok()
+            .flatten()
+    }
+
+    /// Ends the scope, returning its registrations, or `None` if it had
+    /// already ended (the first cancellation wins).
+    fn finish(&self, err: Error, cause: Cause) -> Option<Registry> {
+        let mut inner = lock(&self.inner);
+        if !matches!(*inner, Inner::Live(_)) {
+            return None;
+        }
+        let Inner::Live(registry) = std::mem::replace(&mut *inner, Inner::Done(cause)) else {
+            unreachable!()
+        };
+        let status = match err {
+            Error::Canceled => CANCELED,
+            Error::DeadlineExceeded => DEADLINE_EXCEEDED,
+        };
+        // Release: publishes the cause (and everything before) to `err` readers.
+        self.status.store(status, Ordering::Release);
+        Some(registry)
+    }
+}
+
+/// Who is cancelling a scope: it decides whether the scope must leave its
+/// parent's registry (a parent's cancellation drains that registry itself) and
+/// the timer (a firing timer has already removed the entry).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Handle,
+    Timer,
+    Parent,
+}
+
+/// Registers a freshly built scope `node` with the nearest scope above it, or
+/// ends it at once if that scope is already done or the deadline has passed.
+///
+/// `deadline_cause` is the cause for the scope's own deadline, if it has one.
+pub(crate) fn attach(node: &Arc<Node>, deadline_cause: Option<Cause>) {
+    let scope = node.scope().expect("attach takes a scope node");
+    let parent = node.parent().scope_node();
+    if let Some(parent) = parent {
+        let parent_scope = parent.scope().expect("scope_node is a scope");
+        let registered = parent_scope.with_registry(|registry| {
+            let key = registry.insert(Registration::Child(Arc::downgrade(node)));
+            scope.key_in_parent.store(key, Ordering::Relaxed);
+        });
+        match registered {
+            Ok(()) => {}
+            Err((err, cause)) => {
+                // A fresh scope has no registrations: nothing to notify.
+                scope.finish(err, cause);
+                return;
+            }
+        }
+    }
+    if !scope.own_deadline {
+        return;
+    }
+    let deadline = scope.deadline.expect("an own deadline is set");
+    let cause = deadline_cause.unwrap_or_else(|| Error::DeadlineExceeded.as_cause());
+    if deadline <= Instant::now() {
+        cancel(node, Error::DeadlineExceeded, cause, Origin::Timer);
+        return;
+    }
+    timer::insert(deadline, node, cause);
+    if scope.is_done() {
+        // The parent ended us between registration and the insert above, and
+        // its removal of our timer entry may have come first: take it out now.
+        // (Cancel stores the status before removing; we insert before
+        // loading it; the timer's lock orders the two.)
+        timer::remove(deadline, node);
+    }
+}
+
+/// Cancels `node` and, synchronously, every scope below it.
+///
+/// When this returns, the node and every descendant report done. Waiters are
+/// woken and callbacks dispatched only after every scope of the subtree has
+/// been marked done and every lock released, so a woken waiter observes the
+/// whole subtree already cancelled. Descendants get `err` and `cause`, unless
+/// they had already ended (the first cancellation wins).
+pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Cause, origin: Origin) {
+    let scope = node.scope().expect("cancel takes a scope node");
+    let Some(registry) = scope.finish(err, cause.clone()) else {
+        return;
+    };
+    leave(node, scope, origin);
+
+    let mut wake = Wakeups::default();
+    // An explicit stack rather than recursion: trees may be very deep.
+    let mut pending = vec![registry];
+    while let Some(registry) = pending.pop() {
+        for registration in registry.drain() {
+            match registration {
+                Registration::Child(child) => {
+                    // A child that cannot be upgraded is being dropped: nobody
+                    // can observe it, and its drop no longer touches us.
+                    let Some(child) = child.upgrade() else { continue };
+                    let child_scope = child.scope().expect("children are scopes");
+                    if let Some(grandchildren) = child_scope.finish(err, cause.clone()) {
+                        leave(&child, child_scope, Origin::Parent);
+                        pending.push(grandchildren);
+                    }
+                    // Dropping `child` here may free it: it is done, so its
+                    // drop takes no lock of ours.
+                }
+                other => wake.push(other),
+            }
+        }
+    }
+    wake.run();
+}
+
+/// A just-ended scope leaves the structures that still point at it: the
+/// timer, and its parent's registry unless the parent is the one draining it.
+fn leave(node: &Arc<Node>, scope: &Scope, origin: Origin) {
+    if scope.own_deadline && origin != Origin::Timer {
+        timer::remove(scope.deadline.expect("own deadline"), node);
+    }
+    if origin != Origin::Parent {
+        deregister_from_parent(node, scope);
+    }
+}
+
+fn deregister_from_parent(node: &Node, scope: &Scope) {
+    if let Some(parent) = node.parent().scope_node() {
+        let key = scope.key_in_parent.load(Ordering::Relaxed);
+        let parent_scope = parent.scope().expect("scope_node is a scope");
+        drop(parent_scope.deregister(key));
+    }
+}
+
+/// Called when the last reference to a scope node goes away: a live scope
+/// leaves its parent and the timer. Nothing can observe it any more, so it is
+/// not cancelled; its registrations can only be of its own (dead) kind.
+pub(crate) fn release(node: &Node, scope: &Scope) {
+    // Under the lock, so that a concurrent parent drain (which upgrades our
+    // Weak and fails) and this release agree on who removes what.
+    let was_live = {
+        let _inner = lock(&scope.inner);
+        scope.status.swap(RELEASED, Ordering::AcqRel) == LIVE
+    };
+    if !was_live {
+        return;
+    }
+    if scope.own_deadline {
+        timer::remove(scope.deadline.expect("own deadline"), node);
+    }
+    deregister_from_parent(node, scope);
+}
+
+/// Notifications collected during a cancel, delivered after all locks are
+/// released. A panicking waker does not stop the others; the first panic is
+/// re-raised once every one has been delivered.
+#[derive(Default)]
+struct Wakeups {
+    registrations: Vec<Registration>,
+}
+
+impl Wakeups {
+    fn push(&mut self, registration: Registration) {
+        self.registrations.push(registration);
+    }
+
+    fn run(self) {
+        let mut first_panic: Option<Box<dyn Any + Send>> = None;
+        for registration in self.registrations {
+            let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match registration {
+                    Registration::Thread(thread) => thread.unpark(),
+                    Registration::Task(waker) => waker.wake(),
+                    Registration::Callback(callback) => executor::spawn(callback.run),
+                    Registration::DropGuard(guard) => drop(guard),
+                    Registration::Child(_) => unreachable!("children are cancelled, not woken"),
+                }
+            }));
+            if let Err(panic) = delivered {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! [`Context`]: derivation and observation.
+
+use crate::cancel::{self, Scope};
+use crate::error::{Cause, Error};
+use crate::handle::CancelHandle;
+use crate::sync::Arc;
+use crate::values::ValueLayer;
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Carries cancellation, a deadline and request-scoped values across API
+/// boundaries, threads and async tasks.
+///
+/// A `Context` is an immutable view of one node in a tree. The roots are
+/// [`background`](Context::background) and [`todo`](Context::todo); every
+/// other context is derived from a parent and adds one thing: a way to cancel
+/// it ([`with_cancel`](Context::with_cancel)), a deadline
+/// ([`with_deadline`](Context::with_deadline)), a value
+/// ([`with_value`](Context::with_value)), or a break in cancellation
+/// ([`without_cancel`](Context::without_cancel)).
+///
+/// # Contract
+///
+/// - Cancelling a context cancels every context derived from it, through any
+///   number of layers, before [`CancelHandle::cancel`] returns.
+/// - Once done, a context stays done, and its [`err`](Context::err) and
+///   [`cause`](Context::cause) never change: the first cancellation wins.
+/// - A context derived from a done parent is done at once, with the parent's
+///   err and cause.
+/// - A context's deadline is the earliest of its own and its ancestors'.
+/// - Observation ([`is_done`](Context::is_done), [`err`](Context::err),
+///   [`check`](Context::check)) is one atomic load: no lock, no allocation.
+///   Cloning is one reference-count increment, and free for `background()`.
+/// - A context nobody holds any more is freed at once, with its timer entry
+///   and its place in its parent, whether or not it was ever cancelled.
+///
+/// `Context` is `Clone + Send + Sync + 'static`: pass it by value to threads
+/// and tasks, or by reference down a call stack.
+///
+/// ```
+/// use ctxkit::{Context, Error};
+/// use std::time::Duration;
+///
+/// let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(10));
+/// let worker = {
+///     let ctx = ctx.clone();
+///     std::thread::spawn(move || {
+///         let mut ticks = 0;
+///         while ctx.sleep(Duration::from_millis(1)).is_ok() {
+///             ticks += 1;
+///         }
+///         (ticks, ctx.err())
+///     })
+/// };
+/// cancel.cancel();
+/// let (_ticks, err) = worker.join().unwrap();
+/// assert_eq!(err, Some(Error::Canceled));
+/// ```
+#[derive(Clone, Default)]
+pub struct Context {
+    /// `None` is `background()`: no allocation, nothing to observe.
+    node: Option<Arc<Node>>,
+}
+
+/// One layer of a context chain. Every derived context owns one.
+pub(crate) struct Node {
+    parent: Context,
+    layer: Layer,
+}
+
+enum Layer {
+    Todo,
+    Cancel(Scope),
+    Value(ValueLayer),
+    WithoutCancel,
+}
+
+impl Node {
+    pub(crate) fn parent(&self) -> &Context {
+        &self.parent
+    }
+
+    /// The cancellation scope this node holds, if it is a cancel layer.
+    #[inline]
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        match &self.layer {
+            Layer::Cancel(scope) => Some(scope),
+            _ => None,
+        }
+    }
+
+    fn release(&self) {
+        if let Layer::Cancel(scope) = &self.layer {
+            cancel::release(self, scope);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.release();
+        // Free the chain above us iteratively: dropping a very deep chain
+        // recursively would overflow the stack.
+        let mut next = std::mem::take(&mut self.parent);
+        while let Some(node) = next.node.take() {
+            let Ok(mut node) = Arc::try_unwrap(node) else {
+                break;
+            };
+            node.release();
+            next = std::mem::take(&mut node.parent);
+        }
+    }
+}
+
+impl Context {
+    /// The root of every context tree: never cancelled, no deadline, no
+    /// values. Free: it allocates nothing, and neither do its clones.
+    ///
+    /// Use it in `main`, initialisation and tests, as the top of a request.
+    ///
+    /// ```
+    /// let ctx = ctxkit::Context::background();
+    /// assert!(!ctx.is_done());
+    /// assert_eq!(ctx.deadline(), None);
+    /// assert_eq!(format!("{ctx:?}"), "context.Background");
+    /// ```
+    pub fn background() -> Context {
+        Context { node: None }
+    }
+
+    /// Like [`background`](Context::background), but marks a place where the
+    /// right context is not known yet (static analysis and `Debug` show it).
+    ///
+    /// ```
+    /// let ctx = ctxkit::Context::todo();
+    /// assert!(!ctx.is_done());
+    /// assert_eq!(format!("{ctx:?}"), "context.TODO");
+    /// ```
+    pub fn todo() -> Context {
+        static TODO: OnceLock<Context> = OnceLock::new();
+        TODO.get_or_init(|| Context::derive(&Context::background(), Layer::Todo))
+            .clone()
+    }
+
+    fn derive(&self, layer: Layer) -> Context {
+        Context {
+            node: Some(Arc::new(Node {
+                parent: self.clone(),
+                layer,
+            })),
+        }
+    }
+
+    /// A child context that is cancelled when `handle` is cancelled or dropped,
+    /// or when this context is, whichever happens first.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    ///
+    /// let parent = Context::background();
+    /// let (ctx, cancel) = parent.with_cancel();
+    /// assert!(!ctx.is_done());
+    /// cancel.cancel();
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// assert!(!parent.is_done(), "cancellation flows down, never up");
+    /// ```
+    pub fn with_cancel(&self) -> (Context, CancelHandle) {
+        self.with_scope(None)
+    }
+
+    /// A child context that is also cancelled, with
+    /// [`Error::DeadlineExceeded`], at `deadline`.
+    ///
+    /// If this context's deadline is already earlier, the child keeps it (and
+    /// sets no timer). A deadline at or before now gives a context that is
+    /// already done.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let deadline = Instant::now() + Duration::from_millis(10);
+    /// let (ctx, _cancel) = Context::background().with_deadline(deadline);
+    /// assert_eq!(ctx.deadline(), Some(deadline));
+    /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
+    /// ```
+    pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
+        self.with_scope(Some((deadline, None)))
+    }
+
+    /// [`with_deadline`](Context::with_deadline)`(now + timeout)`.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(30));
+    /// assert!(ctx.remaining().unwrap() <= Duration::from_secs(30));
+    /// drop(cancel); // dropping the handle cancels: nothing is left running
+    /// assert!(ctx.is_done());
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
+        self.with_deadline(deadline_after(timeout))
+    }
+
+    /// Like [`with_deadline`](Context::with_deadline), but when the deadline
+    /// ends the context its [`cause`](Context::cause) is `cause` (its
+    /// [`err`](Context::err) is still `DeadlineExceeded`).
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use std::time::Instant;
+    ///
+    /// #[derive(Debug)]
+    /// struct SlowUpstream;
+    /// impl std::fmt::Display for SlowUpstream {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("upstream took too long")
+    ///     }
+    /// }
+    /// impl std::error::Error for SlowUpstream {}
+    ///
+    /// let (ctx, _cancel) = Context::background().with_deadline_cause(Instant::now(), SlowUpstream);
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// assert!(ctx.cause().unwrap().downcast_ref::<SlowUpstream>().is_some());
+    /// ```
+    pub fn with_deadline_cause<E>(&self, deadline: Instant, cause: E) -> (Context, CancelHandle)
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.with_scope(Some((deadline, Some(Arc::new(cause)))))
+    }
+
+    /// [`with_deadline_cause`](Context::with_deadline_cause)`(now + timeout, cause)`.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::Duration;
+    ///
+    /// let cause = std::io::Error::other("lookup budget spent");
+    /// let (ctx, _cancel) = Context::background().with_timeout_cause(Duration::ZERO, cause);
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "lookup budget spent");
+    /// ```
+    pub fn with_timeout_cause<E>(&self, timeout: Duration, cause: E) -> (Context, CancelHandle)
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.with_deadline_cause(deadline_after(timeout), cause)
+    }
+
+    fn with_scope(&self, own: Option<(Instant, Option<Cause>)>) -> (Context, CancelHandle) {
+        let inherited = self.deadline();
+        let (deadline, own_deadline, deadline_cause) = match own {
+            Some((deadline, cause)) if inherited.is_none_or(|parent| deadline < parent) => {
+                (Some(deadline), true, cause)
+            }
+            _ => (inherited, false, None),
+        };
+        let ctx = self.derive(Layer::Cancel(Scope::new(deadline, own_deadline)));
+        let node = ctx.node.clone().expect("derived contexts have a node");
+        cancel::attach(&node, deadline_cause);
+        (ctx, CancelHandle::new(node))
+    }
+
+    /// A child context carrying `value`, found by [`value::<T>()`](Context::value)
+    /// on this context and every context derived from it. The nearest value
+    /// of a type wins; values of other types pass through.
+    ///
+    /// Key values by a type of your own (a newtype), as Go keys them by an
+    /// unexported key type, so that no other crate can read or shadow them.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    ///
+    /// struct RequestId(u64);
+    /// struct User(&'static str);
+    ///
+    /// let ctx = Context::background()
+    ///     .with_value(RequestId(7))
+    ///     .with_value(User("ana"))
+    ///     .with_value(RequestId(8));
+    /// assert_eq!(ctx.value::<RequestId>().unwrap().0, 8);
+    /// assert_eq!(ctx.value::<User>().unwrap().0, "ana");
+    /// assert!(ctx.value::<String>().is_none());
+    /// ```
+    pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
+        let values = ValueLayer::new(self.scope_node().cloned(), self.value_layer(), value);
+        self.derive(Layer::Value(values))
+    }
+
+    /// A child context that keeps this context's values but is never
+    /// cancelled and has no deadline, even when this context ends.
+    ///
+    /// For work that must outlive the request that started it (an audit
+    /// write, a cache fill), while keeping its request id and trace.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    ///
+    /// struct TraceId(u128);
+    /// let (request, cancel) = Context::background().with_value(TraceId(42)).with_cancel();
+    /// let detached = request.without_cancel();
+    /// cancel.cancel();
+    /// assert!(request.is_done());
+    /// assert!(!detached.is_done());
+    /// assert_eq!(detached.value::<TraceId>().unwrap().0, 42);
+    /// ```
+    pub fn without_cancel(&self) -> Context {
+        self.derive(Layer::WithoutCancel)
+    }
+
+    /// The nearest cancellation scope node at or above this context, if any.
+    #[inline]
+    pub(crate) fn scope_node(&self) -> Option<&Arc<Node>> {
+        let node = self.node.as_ref()?;
+        match &node.layer {
+            Layer::Cancel(_) => Some(node),
+            Layer::Value(values) => values.scope.as_ref(),
+            Layer::Todo | Layer::WithoutCancel => None,
+        }
+    }
+
+    /// The nearest cancellation scope at or above this context, if any.
+    #[inline]
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        self.scope_node().and_then(|node| node.scope())
+    }
+
+    fn value_layer(&self) -> Option<&ValueLayer> {
+        let mut node = self.node.as_deref()?;
+        loop {
+            if let Layer::Value(values) = &node.layer {
+                return Some(values);
+            }
+            node = node.parent.node.as_deref()?;
+        }
+    }
+
+    /// Why this context is done, or `None` while it is live.
+    ///
+    /// One atomic load: call it as often as you like.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::ZERO);
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// assert_eq!(Context::background().err(), None);
+    /// ```
+    #[inline]
+    pub fn err(&self) -> Option<Error> {
+        self.scope().and_then(Scope::err)
+    }
+
+    /// Whether this context is done: `err().is_some()`, one atomic load.
+    ///
+    /// ```
+    /// let (ctx, cancel) = ctxkit::Context::background().with_cancel();
+    /// assert!(!ctx.is_done());
+    /// cancel.cancel();
+    /// assert!(ctx.is_done());
+    /// ```
+    #[inline]
+    pub fn is_done(&self) -> bool {
+        self.scope().is_some_and(Scope::is_done)
+    }
+
+    /// `Err(err)` once this context is done, for `?` at the top of a loop.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    ///
+    /// fn crunch(ctx: &Context, items: &[u64]) -> Result<u64, Error> {
+    ///     let mut sum = 0;
+    ///     for item in items {
+    ///         ctx.check()?;
+    ///         sum += item;
+    ///     }
+    ///     Ok(sum)
+    /// }
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert_eq!(crunch(&ctx, &[1, 2, 3]), Ok(6));
+    /// cancel.cancel();
+    /// assert_eq!(crunch(&ctx, &[1, 2, 3]), Err(Error::Canceled));
+    /// ```
+    #[inline]
+    pub fn check(&self) -> Result<(), Error> {
+        match self.err() {
+            None => Ok(()),
+            Some(err) => Err(err),
+        }
+    }
+
+    /// The reason this context is done, or `None` while it is live: the
+    /// error given to [`CancelHandle::cancel_with`] or a `*_cause`
+    /// constructor, else the [`Error`] itself. Inherited from the ancestor
+    /// whose cancellation ended this context.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    ///
+    /// let (parent, cancel) = Context::background().with_cancel();
+    /// let (child, _child_cancel) = parent.with_cancel();
+    /// cancel.cancel_with(std::io::Error::other("client went away"));
+    /// assert_eq!(child.err(), Some(Error::Canceled));
+    /// assert_eq!(child.cause().unwrap().to_string(), "client went away");
+    ///
+    /// let (plain, cancel) = Context::background().with_cancel();
+    /// cancel.cancel();
+    /// assert_eq!(plain.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+    /// ```
+    pub fn cause(&self) -> Option<Cause> {
+        self.scope().and_then(Scope::cause)
+    }
+
+    /// When this context will be cancelled by its deadline (or an ancestor's),
+    /// if it has one.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let soon = Instant::now() + Duration::from_secs(1);
+    /// let later = soon + Duration::from_secs(60);
+    /// let (parent, _a) = Context::background().with_deadline(soon);
+    /// let (child, _b) = parent.with_deadline(later);
+    /// assert_eq!(child.deadline(), Some(soon), "a child never outlives its parent");
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.scope().and_then(Scope::deadline)
+    }
+
+    /// Time left until the deadline, saturating at zero; `None` without one.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(5));
+    /// let left = ctx.remaining().unwrap();
+    /// assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5));
+    /// assert_eq!(Context::background().remaining(), None);
+    /// ```
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The value of type `T` nearest to this context, if any.
+    ///
+    /// A binary search in the nearest value layer, however deep the chain.
+    /// Values stay readable after the context is done.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Tenant(&'static str);
+    ///
+    /// let (ctx, cancel) = Context::background().with_value(Tenant("acme")).with_cancel();
+    /// cancel.cancel();
+    /// assert_eq!(ctx.value::<Tenant>(), Some(&Tenant("acme")));
+    /// ```
+    pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.value_layer()?.get()
+    }
+
+    /// How many registrations this context's cancellation scope holds: live
+    /// child scopes, waiting threads and tasks, pending `after_func`
+    /// callbacks. Zero for a context that can never be cancelled, and for a
+    /// done one.
+    ///
+    /// A diagnostic, for leak checks in tests and metrics.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    ///
+    /// let (parent, _cancel) = Context::background().with_cancel();
+    /// let (child, child_cancel) = parent.with_cancel();
+    /// assert_eq!(parent.registrations(), 1);
+    /// drop(child_cancel); // cancels the child, which leaves its parent
+    /// assert_eq!(parent.registrations(), 0);
+    /// # drop(child);
+    /// ```
+    pub fn registrations(&self) -> usize {
+        self.scope()
+            .map_or(0, |scope| scope.with_registry(|r| r.len()).unwrap_or(0))
+    }
+}
+
+/// `now + timeout`, saturating far in the future rather than overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Prints the chain like Go's `String()`: `context.Background.WithCancel`,
+/// `context.TODO.WithValue(my_app::RequestId).WithDeadline(+1.5s)`.
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut layers = Vec::new();
+        let mut next = self.node.as_deref();
+        while let Some(node) = next {
+            layers.push(&node.layer);
+            next = node.parent.node.as_deref();
+        }
+        if !matches!(layers.last(), Some(Layer::Todo)) {
+            f.write_str("context.Background")?;
+        }
+        for layer in layers.iter().rev() {
+            match layer {
+                Layer::Todo => f.write_str("context.TODO")?,
+                Layer::Cancel(scope) if scope.has_own_deadline() => {
+                    let deadline = scope.deadline().expect("own deadline");
+                    let now = Instant::now();
+                    if deadline > now {
+                        write!(f, ".WithDeadline(+{:?})", deadline - now)?;
+                    } else {
+                        write!(f, ".WithDeadline(-{:?})", now - deadline)?;
+                    }
+                }
+                Layer::Cancel(_) => f.write_str(".WithCancel")?,
+                Layer::Value(values) => write!(f, ".WithValue({})", values.type_name)?,
+                Layer::WithoutCancel => f.write_str(".WithoutCancel")?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Go's `context.Context`, done right in Rust.
+//!
+//! A [`Context`] carries **cancellation, a deadline and request-scoped values**
+//! down a tree of threads and async tasks. Think of a company-wide "stop
+//! work" order: issued at the top, it cascades down the org chart, and every
+//! team that was listening halts. Cancel a context and every context derived
+//! from it is cancelled too, synchronously, before `cancel()` returns.
+//!
+//! ```
+//! use ctxkit::{Context, Error};
+//! use std::time::Duration;
+//!
+//! // A request with a 50 ms budget, and a value every layer below can read.
+//! struct RequestId(u64);
+//! let (ctx, _cancel) = Context::background()
+//!     .with_value(RequestId(7))
+//!     .with_timeout(Duration::from_millis(50));
+//!
+//! let worker = std::thread::spawn({
+//!     let ctx = ctx.clone();
+//!     move || {
+//!         let mut polls = 0;
+//!         // Periodic work that stops promptly when the context ends.
+//!         while ctx.sleep(Duration::from_millis(5)).is_ok() {
+//!             polls += 1;
+//!         }
+//!         (ctx.value::<RequestId>().unwrap().0, polls, ctx.err())
+//!     }
+//! });
+//! let (id, _polls, err) = worker.join().unwrap();
+//! assert_eq!(id, 7);
+//! assert_eq!(err, Some(Error::DeadlineExceeded));
+//! ```
+//!
+//! # How it differs from Go
+//!
+//! - **Dropping a [`CancelHandle`] cancels.** A forgotten `cancel()` cannot
+//!   happen; [`CancelHandle::detach`] opts out explicitly.
+//! - **Nothing leaks.** A context nobody holds any more is freed at once,
+//!   even if never cancelled: its timer entry and its place in its parent go
+//!   with it.
+//! - **Values are keyed by type**, not by an `any` key: `with_value(RequestId(7))`
+//!   then `value::<RequestId>()`. Use a newtype per value.
+//! - **One primitive, both worlds.** Threads block with [`Context::wait`],
+//!   [`Context::wait_timeout`] and [`Context::sleep`]; async code awaits
+//!   [`Context::done`] or wraps a future in [`Context::run`], on any executor.
+//!
+//! # Cost
+//!
+//! Checking for cancellation ([`Context::is_done`], [`Context::err`],
+//! [`Context::check`]) is one atomic load. Cloning is one reference-count
+//! increment, free for `background()`. There is no thread or task per
+//! context: every deadline shares one lazily started timer thread, and
+//! `after_func` callbacks run on a small pool that exists only while there
+//! are callbacks to run.
+//!
+//! # Features
+//!
+//! - `crossbeam`: [`Context::done_receiver`], a channel for `select!`.
+
+#![warn(missing_docs)]
+
+mod after_func;
+mod cancel;
+#[cfg(feature = "crossbeam")]
+mod channel;
+mod context;
+mod error;
+mod executor;
+mod handle;
+mod registry;
+mod sync;
+mod timer;
+mod values;
+mod wait;
+
+pub use after_func::AfterFunc;
+pub use context::Context;
+pub use error::{Cause, Error};
+pub use handle::CancelHandle;
+pub use wait::Done;
+
+/// Process-wide diagnostics, for leak checks in tests and for metrics.
+pub mod diagnostics {
+    /// How many deadlines the shared timer holds: one per live context with a
+    /// deadline of its own. Cancelled and dropped contexts leave at once.
+    ///
+    /// ```
+    /// use ctxkit::{diagnostics, Context};
+    /// use std::time::Duration;
+    ///
+    /// let (_ctx, cancel) = Context::background().with_timeout(Duration::from_secs(3600));
+    /// assert!(diagnostics::pending_deadlines() >= 1);
+    /// cancel.cancel(); // leaves the timer at once
+    /// ```
+    pub fn pending_deadlines() -> usize {
+        crate::timer::pending()
+    }
+}

@@ -1,0 +1,56 @@
+//! The synchronisation primitives the core is built on.
+//!
+//! Every lock, atomic, condition variable and thread operation of the core
+//! goes through this module, so that `RUSTFLAGS="--cfg loom"` swaps them for
+//! loom's model-checked versions. `Arc` and `Weak` always come from `std`:
+//! loom has no `Weak`, and the reference counts are not where our races live
+//! (the cancellation state and the registries are, and those are modelled).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicU8, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicU8, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
+
+pub(crate) use std::sync::{Arc, Weak};
+
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{current, park, Thread};
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{current, park, park_timeout, Thread};
+
+    /// loom has no timed park; a model treats a timed park as a plain one
+    /// that may return spuriously, which every caller already handles.
+    #[cfg(loom)]
+    pub(crate) fn park_timeout(_: std::time::Duration) {
+        loom::thread::yield_now();
+    }
+}
+
+/// Locks `mutex`, ignoring poison.
+///
+/// The core never runs user code while it holds one of its locks, so a panic
+/// can only poison a lock between two of our own statements, never half-way
+/// through an invariant. Ignoring poison keeps one panicking thread from
+/// breaking every context that shares the lock.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Locks a `std` mutex, ignoring poison for the same reason as [`lock`].
+///
+/// For the process-wide timer and callback pool, which run on real threads
+/// and stay outside loom models.
+pub(crate) fn lock_std<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

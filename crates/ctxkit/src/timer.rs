@@ -1,0 +1,122 @@
+//! The one timer shared by every deadline in the process.
+//!
+//! Deadlines live in an ordered map keyed by `(deadline, node address)`; one
+//! thread, started on the first deadline, sleeps until the earliest entry
+//! and cancels the scopes whose time has come. A scope removes its entry when
+//! it is cancelled or dropped, so cancelled timeouts leave nothing behind, and
+//! the map holds only weak references: a pending deadline keeps nobody alive.
+
+use crate::cancel::{self, Origin};
+use crate::context::Node;
+use crate::error::{Cause, Error};
+use crate::sync::{lock_std as lock, Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex, Once, OnceLock};
+use std::time::Instant;
+
+type Key = (Instant, usize);
+
+struct Entry {
+    node: Weak<Node>,
+    cause: Cause,
+}
+
+struct Timer {
+    entries: Mutex<BTreeMap<Key, Entry>>,
+    /// Signalled when an entry becomes the earliest, so the timer thread
+    /// shortens its sleep.
+    earlier: Condvar,
+    started: Once,
+}
+
+fn timer() -> &'static Timer {
+    static TIMER: OnceLock<Timer> = OnceLock::new();
+    TIMER.get_or_init(|| Timer {
+        entries: Mutex::new(BTreeMap::new()),
+        earlier: Condvar::new(),
+        started: Once::new(),
+    })
+}
+
+fn key(deadline: Instant, node: &Node) -> Key {
+    // The address is unique while the node lives, and the node removes its
+    // entry before it dies, so it identifies the entry.
+    (deadline, node as *const Node as usize)
+}
+
+/// Schedules `node` to be cancelled with `DeadlineExceeded` and `cause` at
+/// `deadline`.
+pub(crate) fn insert(deadline: Instant, node: &Arc<Node>, cause: Cause) {
+    let timer = timer();
+    timer.started.call_once(|| {
+        std::thread::Builder::new()
+            .name("ctxkit-timer".into())
+            .spawn(run)
+            .expect("ctxkit: cannot start the deadline timer thread");
+    });
+    let key = key(deadline, node);
+    let mut entries = lock(&timer.entries);
+    let earliest = entries.first_key_value().is_none_or(|(first, _)| key < *first);
+    entries.insert(
+        key,
+        Entry {
+            node: Arc::downgrade(node),
+            cause,
+        },
+    );
+    drop(entries);
+    if earliest {
+        timer.earlier.notify_one();
+    }
+}
+
+/// Removes `node`'s entry, if it is still there.
+pub(crate) fn remove(deadline: Instant, node: &Node) {
+    let entry = lock(&timer().entries).remove(&key(deadline, node));
+    // Dropped here, outside the lock: the cause is a user value.
+    drop(entry);
+}
+
+/// How many deadlines are pending.
+pub(crate) fn pending() -> usize {
+    lock(&timer().entries).len()
+}
+
+fn run() {
+    let timer = timer();
+    let mut entries = lock(&timer.entries);
+    loop {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(entry) = entries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        if !due.is_empty() {
+            drop(entries);
+            for Entry { node, cause } in due {
+                if let Some(node) = node.upgrade() {
+                    cancel::cancel(&node, Error::DeadlineExceeded, cause, Origin::Timer);
+                }
+            }
+            entries = lock(&timer.entries);
+            continue;
+        }
+        entries = match entries.first_key_value() {
+            Some(((deadline, _), _)) => {
+                let sleep = deadline.saturating_duration_since(now);
+                timer
+                    .earlier
+                    .wait_timeout(entries, sleep)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0
+            }
+            None => timer
+                .earlier
+                .wait(entries)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
+    }
+}
