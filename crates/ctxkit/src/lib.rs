@@ -57,6 +57,10 @@
 //! # Features
 //!
 //! - `crossbeam`: [`Context::done_receiver`], a channel for `select!`.
+//! - `tokio`: async forms of the patterns ([`group`], [`pool`], [`pipeline`],
+//!   [`or_done`]).
+//! - `signal`: contexts cancelled by SIGINT / SIGTERM ([`signal`]).
+//! - `rayon`: parallel iteration that stops early on cancellation.
 
 #![warn(missing_docs)]
 
@@ -67,8 +71,16 @@ mod channel;
 mod context;
 mod error;
 mod executor;
+pub mod group;
 mod handle;
+pub mod or_done;
+#[cfg(feature = "rayon")]
+pub mod parallel;
+pub mod pipeline;
+pub mod pool;
 mod registry;
+#[cfg(feature = "signal")]
+pub mod signal;
 mod sync;
 mod timer;
 mod values;

@@ -1,0 +1,1 @@
+//! Structured concurrency: a group of tasks under one context (errgroup).

@@ -1,0 +1,1 @@
+//! Channel iteration that ends the moment a context is done.

@@ -1,0 +1,1 @@
+//! CPU-bound parallel work (rayon) that stops early on cancellation.

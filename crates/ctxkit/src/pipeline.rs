@@ -1,0 +1,1 @@
+//! Stages connected by channels, all stopped by one context.

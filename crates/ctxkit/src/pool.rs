@@ -1,0 +1,1 @@
+//! A worker pool fed by a bounded queue, stopped by a context.

@@ -1,0 +1,1 @@
+//! Contexts cancelled by process signals (SIGINT, SIGTERM).
