@@ -211,9 +211,11 @@ pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Cause, origin: Origin)
     leave(node, scope, origin);
 
     let mut wake = Wakeups::default();
-    // An explicit stack rather than recursion: trees may be very deep.
-    let mut pending = vec![registry];
-    while let Some(registry) = pending.pop() {
+    // An explicit stack rather than recursion: trees may be very deep. It
+    // allocates only when there are children to descend into.
+    let mut pending = Vec::new();
+    let mut next = Some(registry);
+    while let Some(registry) = next.take().or_else(|| pending.pop()) {
         for registration in registry.drain() {
             match registration {
                 Registration::Child(child) => {

@@ -73,6 +73,8 @@ mod error;
 mod executor;
 pub mod group;
 mod handle;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub mod or_done;
 #[cfg(feature = "rayon")]
 pub mod parallel;

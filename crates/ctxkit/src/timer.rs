@@ -26,6 +26,7 @@ struct Timer {
     /// Signalled when an entry becomes the earliest, so the timer thread
     /// shortens its sleep.
     earlier: Condvar,
+    #[cfg_attr(loom, allow(dead_code))]
     started: Once,
 }
 
@@ -48,6 +49,9 @@ fn key(deadline: Instant, node: &Node) -> Key {
 /// `deadline`.
 pub(crate) fn insert(deadline: Instant, node: &Arc<Node>, cause: Cause) {
     let timer = timer();
+    // Under loom the timer thread is not started: a model cannot contain a
+    // real thread. Models fire an entry themselves with `fire`.
+    #[cfg(not(loom))]
     timer.started.call_once(|| {
         std::thread::Builder::new()
             .name("ctxkit-timer".into())
@@ -77,11 +81,36 @@ pub(crate) fn remove(deadline: Instant, node: &Node) {
     drop(entry);
 }
 
+/// The key of `node`'s entry, for loom models that fire it with [`fire`]
+/// (possibly after the node is gone).
+#[cfg(loom)]
+pub(crate) fn entry_key(deadline: Instant, node: &Node) -> (Instant, usize) {
+    key(deadline, node)
+}
+
+/// What the timer thread does for one due entry, for loom models (which
+/// cannot run the timer thread): takes the entry out of the map and, if it
+/// was still there and its node is alive, cancels the node with
+/// `DeadlineExceeded` and the entry's cause. Returns whether the entry was
+/// still there.
+#[cfg(loom)]
+pub(crate) fn fire(key: (Instant, usize)) -> bool {
+    let entry = lock(&timer().entries).remove(&key);
+    let Some(Entry { node, cause }) = entry else {
+        return false;
+    };
+    if let Some(node) = node.upgrade() {
+        cancel::cancel(&node, Error::DeadlineExceeded, cause, Origin::Timer);
+    }
+    true
+}
+
 /// How many deadlines are pending.
 pub(crate) fn pending() -> usize {
     lock(&timer().entries).len()
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 fn run() {
     let timer = timer();
     let mut entries = lock(&timer.entries);

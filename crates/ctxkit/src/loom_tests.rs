@@ -1,0 +1,341 @@
+//! Model checks of the core's races, with loom.
+//!
+//! Run with
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ctxkit --lib --release loom_tests`
+//! (or `.ci/loom.sh`). Under `--cfg loom` every lock, atomic and park of the
+//! core is loom's, `after_func` callbacks run on model threads of their own
+//! (see `executor.rs`), and the timer thread is replaced by `timer::fire`,
+//! which does what the timer thread does for one due entry.
+//!
+//! Each model explores every interleaving of its threads with at most
+//! [`PREEMPTION_BOUND`] preemptions (threads switched away from while they
+//! could have gone on). Races in the core are between two or three critical
+//! sections, so a bound of 3 covers them; loom's own guidance is that
+//! bounds of 2 to 3 find nearly all bugs.
+
+use crate::context::{Context, Node};
+use crate::error::Error;
+use crate::sync::{Arc, Weak};
+use crate::timer;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::Notify;
+use loom::thread;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+/// Every model explores all interleavings with at most this many preemptions.
+const PREEMPTION_BOUND: usize = 3;
+
+fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(PREEMPTION_BOUND);
+    builder.check(f);
+}
+
+/// A deadline no model ever reaches by the clock: only `timer::fire` ends it.
+fn far_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(24 * 3600)
+}
+
+fn node(ctx: &Context) -> &Arc<Node> {
+    ctx.scope_node().expect("a cancellable context")
+}
+
+fn cause_text(ctx: &Context) -> String {
+    ctx.cause().expect("a done context has a cause").to_string()
+}
+
+#[derive(Debug)]
+struct Named(&'static str);
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Named {}
+
+/// A child derived while its parent is being cancelled is either drained by
+/// that cancel or sees the parent done at registration: it always ends up
+/// done, with the parent's error and cause, and out of the timer.
+#[test]
+fn cancel_vs_child_registration() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let canceller = thread::spawn(move || cancel.cancel_with(Named("shutdown")));
+        let (child, _child_cancel) = parent.with_deadline(far_deadline());
+        let deadline = child.deadline().expect("own deadline");
+        let key = timer::entry_key(deadline, node(&child));
+        canceller.join().unwrap();
+
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(cause_text(&child), "shutdown");
+        assert_eq!(parent.registrations(), 0);
+        assert!(!timer::fire(key), "a cancelled child left its timer entry");
+    });
+}
+
+/// A child cancelled by its own handle while its parent is cancelled:
+/// whichever comes first ends it, nothing is removed twice, and the freed
+/// child leaves no trace in its parent.
+#[test]
+fn cancel_vs_child_drop() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        let weak: Weak<Node> = Arc::downgrade(node(&child));
+        let dropper = thread::spawn(move || {
+            drop(child_cancel);
+            drop(child);
+        });
+        cancel.cancel();
+        dropper.join().unwrap();
+
+        assert!(weak.upgrade().is_none(), "the dropped child is freed");
+        assert!(parent.is_done());
+        assert_eq!(parent.registrations(), 0);
+    });
+}
+
+/// Siblings dropped concurrently on a live parent release their registry
+/// slots without disturbing each other: the parent ends up with none, and a
+/// later cancel has nothing stale to drain.
+#[test]
+fn sibling_drops_on_live_parent() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let spawn_child = |parent: &Context| {
+            let parent = parent.clone();
+            thread::spawn(move || {
+                let (child, child_cancel) = parent.with_cancel();
+                child_cancel.detach();
+                drop(child);
+            })
+        };
+        let first = spawn_child(&parent);
+        let second = spawn_child(&parent);
+        first.join().unwrap();
+        second.join().unwrap();
+
+        assert_eq!(parent.registrations(), 0);
+        cancel.cancel();
+        assert!(parent.is_done());
+    });
+}
+
+/// Parent and child cancelled at once, with different causes: the parent
+/// keeps its own; the child keeps whichever reached it first; the grandchild
+/// agrees with the child, since only the child's end reaches it.
+#[test]
+fn concurrent_cancels_of_parent_and_child() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        let (grandchild, _grandchild_cancel) = child.with_value(7u8).with_cancel();
+        let child_canceller = thread::spawn(move || child_cancel.cancel_with(Named("child")));
+        cancel.cancel_with(Named("parent"));
+        child_canceller.join().unwrap();
+
+        assert_eq!(cause_text(&parent), "parent");
+        let child_cause = cause_text(&child);
+        assert!(child_cause == "parent" || child_cause == "child", "{child_cause}");
+        assert_eq!(cause_text(&grandchild), child_cause);
+        assert_eq!(grandchild.err(), Some(Error::Canceled));
+        assert_eq!(child.registrations(), 0);
+    });
+}
+
+/// Wakes a parked model thread, and remembers that it did so the poller
+/// never parks past a wake-up it already got.
+struct ThreadWaker {
+    thread: thread::Thread,
+    woken: AtomicBool,
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Polls `ctx.done()` to completion with a waker that unparks this thread.
+/// If a wake-up is lost, every thread ends up parked and loom reports the
+/// deadlock.
+fn block_on_done(ctx: &Context) -> Error {
+    let waker = Arc::new(ThreadWaker {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    });
+    let task_waker = Waker::from(waker.clone());
+    let mut cx = std::task::Context::from_waker(&task_waker);
+    let mut done = pin!(ctx.done());
+    loop {
+        if let Poll::Ready(err) = done.as_mut().poll(&mut cx) {
+            return err;
+        }
+        while !waker.woken.swap(false, Ordering::Acquire) {
+            thread::park();
+        }
+    }
+}
+
+/// A parked thread and a polled `Done` future register while cancel runs:
+/// both are woken (no lost wake-up) and see `Canceled`.
+#[test]
+fn waiters_registering_while_cancel_runs() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let thread_waiter = {
+            let ctx = ctx.clone();
+            thread::spawn(move || ctx.wait())
+        };
+        let task_waiter = {
+            let ctx = ctx.clone();
+            thread::spawn(move || block_on_done(&ctx))
+        };
+        cancel.cancel();
+        assert_eq!(thread_waiter.join().unwrap(), Error::Canceled);
+        assert_eq!(task_waiter.join().unwrap(), Error::Canceled);
+        assert_eq!(ctx.registrations(), 0);
+    });
+}
+
+/// Notifies when dropped: a callback closure owns one, so its drop (after a
+/// run, or unrun by `stop`) tells the model the callback's fate is sealed.
+struct DropNotify(Arc<Notify>);
+
+impl Drop for DropNotify {
+    fn drop(&mut self) {
+        self.0.notify();
+    }
+}
+
+/// `after_func` registered and stopped while cancel runs: the function runs
+/// exactly once if `stop` returned false, and never if it returned true.
+#[test]
+fn after_func_registration_and_stop_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(Notify::new());
+        let canceller = thread::spawn(move || cancel.cancel());
+        let after = {
+            let runs = runs.clone();
+            let guard = DropNotify(released.clone());
+            ctx.after_func(move || {
+                let _guard = guard;
+                runs.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let stopped = after.stop();
+        canceller.join().unwrap();
+        released.wait();
+
+        let expected = if stopped { 0 } else { 1 };
+        assert_eq!(runs.load(Ordering::Relaxed), expected, "stop returned {stopped}");
+        assert!(!after.stop(), "a second stop never prevents anything");
+    });
+}
+
+/// An `after_func` registered before the race, stopped from one thread while
+/// another cancels: exactly one of "stop returned true" and "f ran" holds.
+#[test]
+fn after_func_stop_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(Notify::new());
+        let after = {
+            let runs = runs.clone();
+            let guard = DropNotify(released.clone());
+            ctx.after_func(move || {
+                let _guard = guard;
+                runs.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let stopper = thread::spawn(move || after.stop());
+        cancel.cancel();
+        let stopped = stopper.join().unwrap();
+        released.wait();
+
+        assert_eq!(runs.load(Ordering::Relaxed), usize::from(!stopped));
+        assert_eq!(ctx.registrations(), 0);
+    });
+}
+
+/// The timer fires while the handle cancels: the first to end the scope
+/// wins, so err and cause are exactly one consistent pair, the child agrees,
+/// and the timer entry is gone either way.
+#[test]
+fn timer_firing_vs_explicit_cancel() {
+    model(|| {
+        let (ctx, cancel) =
+            Context::background().with_deadline_cause(far_deadline(), Named("timer"));
+        let (child, _child_cancel) = ctx.with_cancel();
+        let key = timer::entry_key(ctx.deadline().expect("own deadline"), node(&ctx));
+        let timer_thread = thread::spawn(move || timer::fire(key));
+        cancel.cancel_with(Named("handle"));
+        timer_thread.join().unwrap();
+
+        let outcome = (ctx.err(), cause_text(&ctx));
+        assert!(
+            outcome == (Some(Error::DeadlineExceeded), "timer".to_string())
+                || outcome == (Some(Error::Canceled), "handle".to_string()),
+            "{outcome:?}"
+        );
+        assert_eq!((child.err(), cause_text(&child)), outcome);
+        assert!(!timer::fire(key), "the timer entry is gone");
+    });
+}
+
+/// A detached child with a deadline is dropped while its parent is
+/// cancelled: it is freed, its timer entry goes with it, and the parent's
+/// drain skips it.
+#[test]
+fn detach_and_drop_vs_parent_cancel() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_deadline(far_deadline());
+        child_cancel.detach();
+        let weak: Weak<Node> = Arc::downgrade(node(&child));
+        let key = timer::entry_key(child.deadline().expect("own deadline"), node(&child));
+        let dropper = thread::spawn(move || drop(child));
+        cancel.cancel();
+        dropper.join().unwrap();
+
+        assert!(weak.upgrade().is_none(), "the detached, dropped child is freed");
+        assert!(!timer::fire(key), "the dropped child's timer entry is gone");
+        assert_eq!(parent.registrations(), 0);
+    });
+}
+
+/// A child that inherits its parent's deadline (and so sets no timer of its
+/// own) is cancelled by its handle while the parent's timer fires and a
+/// thread waits on the child: the waiter wakes with the error that won.
+#[test]
+fn inherited_deadline_fires_while_child_waits() {
+    model(|| {
+        let (parent, _cancel) = Context::background().with_deadline(far_deadline());
+        let (child, child_cancel) = parent.with_cancel();
+        let key = timer::entry_key(parent.deadline().expect("deadline"), node(&parent));
+        let waiter = {
+            let child = child.clone();
+            thread::spawn(move || child.wait())
+        };
+        let timer_thread = thread::spawn(move || timer::fire(key));
+        child_cancel.cancel();
+        let woke_with = waiter.join().unwrap();
+        assert!(timer_thread.join().unwrap(), "the parent's entry was pending");
+
+        assert_eq!(parent.err(), Some(Error::DeadlineExceeded));
+        assert_eq!(Some(woke_with), child.err());
+    });
+}

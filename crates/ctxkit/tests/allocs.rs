@@ -1,0 +1,123 @@
+//! Allocation ceilings: Go's `TestAllocs`, measured the same way (a warm-up
+//! run, then the average over many runs), with a counting global allocator.
+//! Ours must be no higher than Go's.
+//!
+//! One test in its own binary: the counter is process-wide, as Go's is.
+
+use ctxkit::Context;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Average allocations per run of `f`, after one warm-up run (Go's
+/// `testing.AllocsPerRun`).
+fn allocs_per_run(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..runs {
+        f();
+    }
+    (ALLOCATIONS.load(Ordering::SeqCst) - before) as f64 / runs as f64
+}
+
+#[test]
+fn allocation_ceilings_are_no_higher_than_gos() {
+    let ceilings: [(&str, f64, Box<dyn FnMut()>); 5] = [
+        (
+            "background()",
+            0.0,
+            Box::new(|| {
+                std::hint::black_box(Context::background());
+            }),
+        ),
+        (
+            "with_value + value",
+            3.0,
+            Box::new(|| {
+                let ctx = Context::background().with_value(7u32);
+                assert_eq!(ctx.value::<u32>(), Some(&7));
+            }),
+        ),
+        (
+            "with_timeout(1ns) + wait for done",
+            12.0,
+            Box::new(|| {
+                let (ctx, _cancel) = Context::background().with_timeout(Duration::from_nanos(1));
+                ctx.wait();
+            }),
+        ),
+        (
+            "with_cancel + cancel + wait for done",
+            5.0,
+            Box::new(|| {
+                let (ctx, cancel) = Context::background().with_cancel();
+                cancel.cancel();
+                ctx.wait();
+            }),
+        ),
+        (
+            "with_timeout(5ms) + cancel + wait for done",
+            8.0,
+            Box::new(|| {
+                let (ctx, cancel) = Context::background().with_timeout(Duration::from_millis(5));
+                cancel.cancel();
+                ctx.wait();
+            }),
+        ),
+    ];
+    let mut report = String::new();
+    for (name, ceiling, mut f) in ceilings {
+        let measured = allocs_per_run(100, &mut f);
+        report += &format!("{name}: {measured} (Go: {ceiling})\n");
+        assert!(measured <= ceiling, "{name}: {measured} allocations, ceiling {ceiling}\n{report}");
+    }
+    println!("{report}");
+
+    // Observation and cloning never allocate, live or done.
+    let (parent, cancel) = Context::background().with_value(1u8).with_cancel();
+    let ctx = parent.with_value(2u16);
+    for _ in 0..2 {
+        let observed = allocs_per_run(100, || {
+            let clone = ctx.clone();
+            std::hint::black_box((
+                clone.is_done(),
+                clone.err(),
+                clone.check(),
+                clone.cause(),
+                clone.deadline(),
+                clone.value::<u8>(),
+                clone.value::<u16>(),
+                clone.value::<u64>(),
+            ));
+        });
+        assert_eq!(observed, 0.0, "observation allocated (done: {})", ctx.is_done());
+        cancel.cancel();
+    }
+}
