@@ -11,7 +11,6 @@ use std::fmt;
 /// done; [`stop`](AfterFunc::stop) unschedules it.
 ///
 /// Dropping an `AfterFunc` does not stop it.
-#[must_use = "an AfterFunc is only needed to stop the function; use `let _ = ...` if you never will"]
 pub struct AfterFunc {
     state: State,
     /// Set by the first `stop`. A registry key is removed by its owner at most

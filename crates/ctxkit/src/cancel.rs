@@ -22,7 +22,7 @@
 use crate::context::Node;
 use crate::error::{Cause, Error};
 use crate::registry::{Registration, Registry};
-use crate::sync::{lock, Arc, AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicU32, AtomicU8, Mutex, Ordering};
 use crate::{executor, timer};
 use std::any::Any;
 use std::time::Instant;
@@ -43,9 +43,10 @@ pub(crate) struct Scope {
     own_deadline: bool,
     /// The earliest of this scope's deadline and its ancestors'.
     deadline: Option<Instant>,
-    /// This scope's key in its parent scope's registry. Written and read only
-    /// under the parent's lock, which orders it; the atomic is for `Sync`.
-    key_in_parent: AtomicUsize,
+    /// This scope's key in its parent scope's registry. Written once by
+    /// `attach`, before the node is shared with any other thread (sharing
+    /// orders it); the atomic is only for `Sync`.
+    key_in_parent: AtomicU32,
     inner: Mutex<Inner>,
 }
 
@@ -60,7 +61,7 @@ impl Scope {
             status: AtomicU8::new(LIVE),
             own_deadline,
             deadline,
-            key_in_parent: AtomicUsize::new(usize::MAX),
+            key_in_parent: AtomicU32::new(u32::MAX),
             inner: Mutex::new(Inner::Live(Registry::new())),
         }
     }
@@ -166,7 +167,8 @@ pub(crate) fn attach(node: &Arc<Node>, deadline_cause: Option<Cause>) {
         let parent_scope = parent.scope().expect("scope_node is a scope");
         let registered = parent_scope.with_registry(|registry| {
             let key = registry.insert(Registration::Child(Arc::downgrade(node)));
-            scope.key_in_parent.store(key, Ordering::Relaxed);
+            // Registry keys fit in u32 (see `Registry::insert`).
+            scope.key_in_parent.store(key as u32, Ordering::Relaxed);
         });
         match registered {
             Ok(()) => {}
@@ -250,7 +252,7 @@ fn leave(node: &Arc<Node>, scope: &Scope, origin: Origin) {
 
 fn deregister_from_parent(node: &Node, scope: &Scope) {
     if let Some(parent) = node.parent().scope_node() {
-        let key = scope.key_in_parent.load(Ordering::Relaxed);
+        let key = scope.key_in_parent.load(Ordering::Relaxed) as usize;
         let parent_scope = parent.scope().expect("scope_node is a scope");
         drop(parent_scope.deregister(key));
     }

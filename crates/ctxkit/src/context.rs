@@ -531,3 +531,17 @@ impl fmt::Debug for Context {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes per live child context are a published number (BENCHMARKS.md):
+    /// a field added to `Node` or `Scope` must be paid for knowingly.
+    #[test]
+    fn a_node_stays_small() {
+        assert!(std::mem::size_of::<Node>() <= 72, "{}", std::mem::size_of::<Node>());
+        assert!(std::mem::size_of::<crate::registry::Registration>() <= 24);
+        assert_eq!(std::mem::size_of::<Context>(), 8);
+    }
+}

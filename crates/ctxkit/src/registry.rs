@@ -42,16 +42,19 @@ pub(crate) struct Callback {
 
 enum Slot {
     Taken(Registration),
-    Free { next: usize },
+    Free { next: u32 },
 }
 
-const NO_FREE_SLOT: usize = usize::MAX;
+const NO_FREE_SLOT: u32 = u32::MAX;
 
 /// A slab of registrations with stable keys.
+///
+/// Keys and counts are `u32` to keep every scope small: four billion
+/// registrations on one scope at once is far beyond any real tree.
 pub(crate) struct Registry {
     slots: Vec<Slot>,
-    first_free: usize,
-    len: usize,
+    first_free: u32,
+    len: u32,
 }
 
 impl Registry {
@@ -65,16 +68,20 @@ impl Registry {
 
     /// How many registrations are held.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     pub(crate) fn insert(&mut self, registration: Registration) -> usize {
-        self.len += 1;
+        self.len = self
+            .len
+            .checked_add(1)
+            .filter(|len| *len < NO_FREE_SLOT)
+            .expect("ctxkit: more than four billion registrations on one context");
         if self.first_free == NO_FREE_SLOT {
             self.slots.push(Slot::Taken(registration));
             return self.slots.len() - 1;
         }
-        let key = self.first_free;
+        let key = self.first_free as usize;
         match std::mem::replace(&mut self.slots[key], Slot::Taken(registration)) {
             Slot::Free { next } => self.first_free = next,
             Slot::Taken(_) => unreachable!("registry free list points at a taken slot"),
@@ -98,7 +105,8 @@ impl Registry {
         ) else {
             unreachable!()
         };
-        self.first_free = key;
+        // Keys fit in u32: `insert` caps the count, hence the slots, below it.
+        self.first_free = key as u32;
         self.len -= 1;
         if self.len == 0 {
             // Nothing left: give the memory back rather than keep a free list
