@@ -56,10 +56,10 @@
 //!
 //! # Features
 //!
-//! - `crossbeam`: [`Context::done_receiver`], a channel for `select!`.
+//! - `crossbeam`: `Context::done_receiver()`, a channel for `select!`.
 //! - `tokio`: async forms of the patterns ([`group`], [`pool`], [`pipeline`],
 //!   [`or_done`]).
-//! - `signal`: contexts cancelled by SIGINT / SIGTERM ([`signal`]).
+//! - `signal`: contexts cancelled by SIGINT / SIGTERM (module `signal`).
 //! - `rayon`: parallel iteration that stops early on cancellation.
 
 #![warn(missing_docs)]

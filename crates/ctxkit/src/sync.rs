@@ -8,12 +8,12 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering},
+    atomic::{AtomicU32, AtomicU8, Ordering},
     Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering},
+    atomic::{AtomicU32, AtomicU8, Ordering},
     Mutex, MutexGuard,
 };
 

@@ -47,9 +47,12 @@ fn allocs_per_run(runs: usize, mut f: impl FnMut()) -> f64 {
     (ALLOCATIONS.load(Ordering::SeqCst) - before) as f64 / runs as f64
 }
 
+/// An operation, Go's ceiling for it, and the operation.
+type Ceiling = (&'static str, f64, Box<dyn FnMut()>);
+
 #[test]
 fn allocation_ceilings_are_no_higher_than_gos() {
-    let ceilings: [(&str, f64, Box<dyn FnMut()>); 5] = [
+    let ceilings: [Ceiling; 5] = [
         (
             "background()",
             0.0,
@@ -106,7 +109,7 @@ fn allocation_ceilings_are_no_higher_than_gos() {
     for _ in 0..2 {
         let observed = allocs_per_run(100, || {
             let clone = ctx.clone();
-            std::hint::black_box((
+            let _ = std::hint::black_box((
                 clone.is_done(),
                 clone.err(),
                 clone.check(),
