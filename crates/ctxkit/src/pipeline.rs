@@ -1,1 +1,0 @@
-//! Stages connected by channels, all stopped by one context.

@@ -1,0 +1,53 @@
+//! Stages connected by channels, all stopped by one context: Go's pipeline
+//! pattern, with an exact account of every item.
+//!
+//! A pipeline is a source, a chain of stages and a sink. Each stage has its
+//! own number of workers and hands its outputs to the next one through a
+//! bounded channel, so a slow stage slows the ones before it instead of
+//! piling up items. One context stops every stage: cancel it, let its
+//! deadline pass, or let a stage fail, and the whole run stops.
+//!
+//! - **Threads** (feature `crossbeam`): [`Pipeline`], on scoped threads;
+//!   stage functions are plain closures and may borrow from the caller.
+//! - **Async** (feature `tokio`): [`AsyncPipeline`], on tokio tasks; stage
+//!   functions return futures.
+//!
+//! Both return a [`Report`] once every worker has stopped. Go's pipelines
+//! drop what is in flight when they are cancelled; here every item the
+//! source produced is either delivered to the sink or counted where the run
+//! stopped it, and the counters balance exactly (see [`Report`]).
+//!
+//! ```
+//! use ctxkit::{pipeline::Pipeline, Context};
+//! use std::time::Duration;
+//!
+//! let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(10));
+//! let (mut lengths, report) = Pipeline::new(&ctx, ["tokio", "rayon", "crossbeam"])
+//!     .stage(2, |_ctx, word: &str| Ok::<_, std::io::Error>(word.len()))
+//!     .collect();
+//! lengths.sort();
+//! assert_eq!(lengths, [5, 5, 9]);
+//! assert!(report.is_complete());
+//! ```
+//!
+//! Without the `crossbeam` or `tokio` feature this module is empty.
+
+// The links above name items of both features.
+#![cfg_attr(
+    not(all(feature = "crossbeam", feature = "tokio")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
+#[cfg(any(feature = "crossbeam", feature = "tokio"))]
+mod report;
+#[cfg(feature = "tokio")]
+mod tasks;
+#[cfg(feature = "crossbeam")]
+mod threads;
+
+#[cfg(any(feature = "crossbeam", feature = "tokio"))]
+pub use report::{Report, SourceReport, StageReport};
+#[cfg(feature = "tokio")]
+pub use tasks::AsyncPipeline;
+#[cfg(feature = "crossbeam")]
+pub use threads::Pipeline;
