@@ -491,6 +491,13 @@ impl Context {
     }
 }
 
+// A panic cannot leave a context half-updated: the tree's locks ignore poison
+// and no user code runs while one is held, and stored values are only ever
+// shared as `&T`. So a context may cross `catch_unwind` freely, as
+// `Arc<T>` of an unwind-safe `T` does.
+impl std::panic::UnwindSafe for Context {}
+impl std::panic::RefUnwindSafe for Context {}
+
 /// `now + timeout`, saturating far in the future rather than overflowing.
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
