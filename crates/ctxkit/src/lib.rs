@@ -92,7 +92,7 @@ pub use after_func::AfterFunc;
 pub use context::Context;
 pub use error::{Cause, Error};
 pub use handle::CancelHandle;
-pub use wait::Done;
+pub use wait::{Done, OwnedDone};
 
 /// Process-wide diagnostics, for leak checks in tests and for metrics.
 pub mod diagnostics {

@@ -42,7 +42,7 @@ impl Context {
     pub fn done(&self) -> Done<'_> {
         Done {
             scope: self.scope(),
-            key: None,
+            waiter: TaskWaiter::default(),
         }
     }
 
@@ -186,16 +186,100 @@ impl Context {
 #[must_use = "futures do nothing unless polled"]
 pub struct Done<'a> {
     scope: Option<&'a Scope>,
-    /// Our key in the scope's registry, once registered.
-    key: Option<usize>,
+    waiter: TaskWaiter,
 }
 
 impl Future for Done<'_> {
     type Output = Error;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-        let Some(scope) = self.scope else {
-            return Poll::Pending;
+        let scope = self.scope;
+        self.waiter.poll(scope, cx)
+    }
+}
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.waiter.leave(self.scope);
+    }
+}
+
+impl fmt::Debug for Done<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.waiter.debug("Done", self.scope, f)
+    }
+}
+
+/// [`Done`] that owns a clone of its context instead of borrowing it, for
+/// futures and streams that must be `'static` (stored in a struct, moved
+/// into `tokio::spawn`). Returned by [`Context::done_owned`].
+#[must_use = "futures do nothing unless polled"]
+pub struct OwnedDone {
+    ctx: Context,
+    waiter: TaskWaiter,
+}
+
+impl Context {
+    /// Like [`done`](Context::done), but the future holds a clone of the
+    /// context, so it borrows nothing and can be stored or moved freely.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error, OwnedDone};
+    ///
+    /// struct Connection {
+    ///     closed: OwnedDone, // lives as long as the connection, no borrow
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let connection = Connection { closed: ctx.done_owned() };
+    /// drop(ctx);
+    /// let task = tokio::spawn(async move { connection.closed.await });
+    /// cancel.cancel();
+    /// assert_eq!(task.await.unwrap(), Error::Canceled);
+    /// # }
+    /// ```
+    pub fn done_owned(&self) -> OwnedDone {
+        OwnedDone {
+            ctx: self.clone(),
+            waiter: TaskWaiter::default(),
+        }
+    }
+}
+
+impl Future for OwnedDone {
+    type Output = Error;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        let this = &mut *self;
+        this.waiter.poll(this.ctx.scope(), cx)
+    }
+}
+
+impl Drop for OwnedDone {
+    fn drop(&mut self) {
+        self.waiter.leave(self.ctx.scope());
+    }
+}
+
+impl fmt::Debug for OwnedDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.waiter.debug("OwnedDone", self.ctx.scope(), f)
+    }
+}
+
+/// A task's registration with a scope, shared by [`Done`] and [`OwnedDone`].
+#[derive(Default)]
+struct TaskWaiter {
+    /// Our key in the scope's registry, once registered.
+    key: Option<usize>,
+}
+
+impl TaskWaiter {
+    fn poll(&mut self, scope: Option<&Scope>, cx: &mut TaskContext<'_>) -> Poll<Error> {
+        let Some(scope) = scope else {
+            return Poll::Pending; // nothing can end this context
         };
         if let Some(err) = scope.err() {
             self.key = None; // drained with the rest
@@ -227,20 +311,17 @@ impl Future for Done<'_> {
             }
         }
     }
-}
 
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        if let (Some(scope), Some(key)) = (self.scope, self.key) {
+    /// Removes the registration, if any: a future dropped before it resolved.
+    fn leave(&mut self, scope: Option<&Scope>) {
+        if let (Some(scope), Some(key)) = (scope, self.key.take()) {
             drop(scope.deregister(key));
         }
     }
-}
 
-impl fmt::Debug for Done<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Done")
-            .field("err", &self.scope.and_then(Scope::err))
+    fn debug(&self, name: &str, scope: Option<&Scope>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("err", &scope.and_then(Scope::err))
             .field("registered", &self.key.is_some())
             .finish()
     }

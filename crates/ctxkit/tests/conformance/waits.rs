@@ -193,3 +193,27 @@ fn done_receiver_disconnects_on_cancel() {
         Err(crossbeam_channel::RecvTimeoutError::Timeout)
     );
 }
+
+#[test]
+fn owned_done_outlives_its_context_handle_and_unregisters_on_drop() {
+    fn assert_static_send<T: Send + 'static>(value: T) -> T {
+        value
+    }
+    let (ctx, cancel) = Context::background().with_cancel();
+    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut cx = TaskContext::from_waker(&waker);
+
+    let mut abandoned = assert_static_send(ctx.done_owned());
+    assert!(std::pin::Pin::new(&mut abandoned).poll(&mut cx).is_pending());
+    assert_eq!(ctx.registrations(), 1);
+    drop(abandoned);
+    assert_eq!(ctx.registrations(), 0);
+
+    let mut done = ctx.done_owned();
+    drop(ctx.clone());
+    assert!(std::pin::Pin::new(&mut done).poll(&mut cx).is_pending());
+    cancel.cancel();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    assert_eq!(std::pin::Pin::new(&mut done).poll(&mut cx), Poll::Ready(Error::Canceled));
+}
