@@ -248,16 +248,12 @@ mod channel {
 
 #[cfg(feature = "tokio")]
 mod stream {
-    use crate::{Context, Error};
+    use crate::{Context, Error, OwnedDone};
     use futures_core::{FusedStream, Stream};
     use std::fmt;
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context as TaskContext, Poll};
-
-    /// The owned form of [`Context::done`]: a boxed future holding a clone of
-    /// the context, so that the adapter borrows nothing.
-    type OwnedDone = Pin<Box<dyn Future<Output = Error> + Send>>;
 
     /// Yields the items of `stream` until it ends or `ctx` is done, whichever
     /// comes first. See [`OrDoneStream`] for the exact contract.
@@ -335,10 +331,10 @@ mod stream {
     ///
     /// # Cost
     ///
-    /// One atomic load per poll. The first time the inner stream is pending,
-    /// the adapter allocates one boxed future holding a clone of the context
-    /// (the owned form of [`Context::done`]); it registers a waker with the
-    /// context and unregisters it when the adapter is dropped.
+    /// One atomic load per poll, and no allocation. The first time the inner
+    /// stream is pending, the adapter registers a waker with the context
+    /// (through [`Context::done_owned`]); the registration goes when the
+    /// stream ends or the adapter is dropped.
     pub struct OrDoneStream<S> {
         ctx: Context,
         stream: S,
@@ -397,14 +393,9 @@ mod stream {
             self.done = None;
         }
 
-        fn owned_done(&mut self) -> Pin<&mut (dyn Future<Output = Error> + Send)> {
+        fn owned_done(&mut self) -> Pin<&mut OwnedDone> {
             let ctx = &self.ctx;
-            self.done
-                .get_or_insert_with(|| {
-                    let ctx = ctx.clone();
-                    Box::pin(async move { ctx.done().await })
-                })
-                .as_mut()
+            Pin::new(self.done.get_or_insert_with(|| ctx.done_owned()))
         }
     }
 
