@@ -1,0 +1,148 @@
+//! What a pool hands back: [`Report`] at the end, [`SubmitError`] when it
+//! refuses a job, [`JobPanicked`] as the cause when a job panics.
+
+use std::fmt;
+
+/// The account of a pool that has stopped: what ran, and what did not.
+///
+/// Every job accepted by [`Pool::submit`](super::Pool::submit) or
+/// [`Pool::try_submit`](super::Pool::try_submit) is in exactly one of the
+/// two lists. A job that a worker had started when the pool was cancelled
+/// ran to completion (it was given the cancelled context and may have cut
+/// its work short); its result is in `completed`.
+///
+/// ```
+/// use ctxkit::pool::Pool;
+/// use ctxkit::Context;
+///
+/// let pool = Pool::new(&Context::background(), 1, 4, |_ctx, job: &str| job.len());
+/// pool.submit("abc").unwrap();
+/// let report = pool.join();
+/// assert_eq!(report.completed, vec![3]);
+/// assert_eq!(report.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report<J, R> {
+    /// The results of the jobs that ran, in the order they finished.
+    pub completed: Vec<R>,
+    /// The jobs that were accepted but never started, in no particular order.
+    pub not_run: Vec<J>,
+}
+
+impl<J, R> Report<J, R> {
+    /// How many jobs the pool accepted: `completed` plus `not_run`.
+    ///
+    /// ```
+    /// let report = ctxkit::pool::Report::<u8, u8> { completed: vec![1], not_run: vec![2, 3] };
+    /// assert_eq!(report.len(), 3);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.completed.len() + self.not_run.len()
+    }
+
+    /// True if the pool accepted no job at all.
+    ///
+    /// ```
+    /// let report = ctxkit::pool::Report::<u8, u8> { completed: vec![], not_run: vec![] };
+    /// assert!(report.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn new() -> Report<J, R> {
+        Report {
+            completed: Vec::new(),
+            not_run: Vec::new(),
+        }
+    }
+}
+
+/// A job the pool did not accept, handed back with the reason.
+///
+/// ```
+/// use ctxkit::pool::{Pool, SubmitError};
+/// use ctxkit::Context;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let pool = Pool::new(&ctx, 1, 1, |_ctx, job: u32| job);
+/// cancel.cancel();
+/// match pool.submit(7) {
+///     Err(SubmitError::Stopped(job)) => assert_eq!(job, 7),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub enum SubmitError<J> {
+    /// The queue was full ([`Pool::try_submit`](super::Pool::try_submit)
+    /// only): try again later, or use `submit` to wait for room.
+    Full(J),
+    /// The pool's context is done, so its workers are stopping or stopped:
+    /// the job was not queued and will never run in this pool.
+    Stopped(J),
+}
+
+impl<J> SubmitError<J> {
+    /// The job that was not accepted.
+    ///
+    /// ```
+    /// let err = ctxkit::pool::SubmitError::Full("job");
+    /// assert_eq!(err.into_job(), "job");
+    /// ```
+    pub fn into_job(self) -> J {
+        match self {
+            SubmitError::Full(job) | SubmitError::Stopped(job) => job,
+        }
+    }
+}
+
+/// Leaves the job out, so that any job type can be reported with `?`.
+impl<J> fmt::Debug for SubmitError<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => f.write_str("Full(..)"),
+            SubmitError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+impl<J> fmt::Display for SubmitError<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SubmitError::Full(_) => {
+                "the pool's queue is full; retry later, or use submit to wait for room"
+            }
+            SubmitError::Stopped(_) => {
+                "the pool's context is done, so it accepts no more jobs; the job is handed back unrun"
+            }
+        })
+    }
+}
+
+impl<J> std::error::Error for SubmitError<J> {}
+
+/// The cause of a pool's context when one of its jobs panicked.
+///
+/// The other workers stop as on any cancellation, and
+/// [`Pool::join`](super::Pool::join) resumes the panic once they have.
+///
+/// ```
+/// use ctxkit::pool::{JobPanicked, Pool};
+/// use ctxkit::Context;
+///
+/// let pool = Pool::new(&Context::background(), 1, 1, |_ctx, _job: ()| panic!("boom"));
+/// pool.submit(()).unwrap();
+/// pool.context().wait();
+/// assert!(pool.context().cause().unwrap().is::<JobPanicked>());
+/// assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.join())).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct JobPanicked;
+
+impl fmt::Display for JobPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a job of the pool panicked; the pool's join resumes the panic")
+    }
+}
+
+impl std::error::Error for JobPanicked {}
