@@ -56,8 +56,9 @@
 //!
 //! # Features
 //!
-//! - `crossbeam`: `Context::done_receiver()`, a channel for `select!`.
-//! - `tokio`: async forms of the patterns ([`group`], [`pool`], [`pipeline`],
+//! - `crossbeam`: `Context::done_receiver()`, a channel for `select!`; the
+//!   thread forms of `pool`, [`pipeline`] and [`or_done`].
+//! - `tokio`: async forms of the patterns ([`group`], `pool`, [`pipeline`],
 //!   [`or_done`]).
 //! - `signal`: contexts cancelled by SIGINT / SIGTERM (module `signal`).
 //! - `rayon`: parallel iteration that stops early on cancellation.
@@ -79,6 +80,7 @@ pub mod or_done;
 #[cfg(feature = "rayon")]
 pub mod parallel;
 pub mod pipeline;
+#[cfg(any(feature = "crossbeam", feature = "tokio"))]
 pub mod pool;
 mod registry;
 #[cfg(feature = "signal")]
