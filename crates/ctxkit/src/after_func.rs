@@ -4,7 +4,7 @@ use crate::cancel::Scope;
 use crate::context::{Context, Node};
 use crate::executor;
 use crate::registry::{Callback, Registration};
-use crate::sync::{AtomicU8, Arc, Ordering};
+use crate::sync::{Arc, AtomicU8, Ordering};
 use std::fmt;
 
 /// A function scheduled by [`Context::after_func`] to run once the context is

@@ -223,7 +223,9 @@ pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Cause, origin: Origin)
                 Registration::Child(child) => {
                     // A child that cannot be upgraded is being dropped: nobody
                     // can observe it, and its drop no longer touches us.
-                    let Some(child) = child.upgrade() else { continue };
+                    let Some(child) = child.upgrade() else {
+                        continue;
+                    };
                     let child_scope = child.scope().expect("children are scopes");
                     if let Some(grandchildren) = child_scope.finish(err, cause.clone()) {
                         leave(&child, child_scope, Origin::Parent);
@@ -261,7 +263,7 @@ fn deregister_from_parent(node: &Node, scope: &Scope) {
 /// Called when the last reference to a scope node goes away: a live scope
 /// leaves its parent and the timer. Nothing can observe it any more, so it is
 /// not cancelled; its registrations can only be of its own (dead) kind.
-pub(crate) fn release(node: &Node, scope: &Scope) {
+pub(crate) fn release(node: &Node, address: usize, scope: &Scope) {
     // Under the lock, so that a concurrent parent drain (which upgrades our
     // Weak and fails) and this release agree on who removes what.
     let was_live = {
@@ -272,7 +274,7 @@ pub(crate) fn release(node: &Node, scope: &Scope) {
         return;
     }
     if scope.own_deadline {
-        timer::remove(scope.deadline.expect("own deadline"), node);
+        timer::remove_at(scope.deadline.expect("own deadline"), address);
     }
     deregister_from_parent(node, scope);
 }
@@ -293,15 +295,14 @@ impl Wakeups {
     fn run(self) {
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
         for registration in self.registrations {
-            let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                match registration {
+            let delivered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match registration {
                     Registration::Thread(thread) => thread.unpark(),
                     Registration::Task(waker) => waker.wake(),
                     Registration::Callback(callback) => executor::spawn(callback.run),
                     Registration::DropGuard(guard) => drop(guard),
                     Registration::Child(_) => unreachable!("children are cancelled, not woken"),
-                }
-            }));
+                }));
             if let Err(panic) = delivered {
                 first_panic.get_or_insert(panic);
             }

@@ -91,8 +91,13 @@ impl Node {
     }
 
     fn release(&self) {
+        self.release_at(self as *const Node as usize);
+    }
+
+    /// Releases this node, known to the timer by `address`.
+    fn release_at(&self, address: usize) {
         if let Layer::Cancel(scope) = &self.layer {
-            cancel::release(self, scope);
+            cancel::release(self, address, scope);
         }
     }
 }
@@ -104,10 +109,13 @@ impl Drop for Node {
         // recursively would overflow the stack.
         let mut next = std::mem::take(&mut self.parent);
         while let Some(node) = next.node.take() {
+            // The timer knows a node by its address in the `Arc`; once
+            // unwrapped, the node has moved, so release it under that address.
+            let address = Arc::as_ptr(&node) as usize;
             let Ok(mut node) = Arc::try_unwrap(node) else {
                 break;
             };
-            node.release();
+            node.release_at(address);
             next = std::mem::take(&mut node.parent);
         }
     }
@@ -547,7 +555,11 @@ mod tests {
     /// a field added to `Node` or `Scope` must be paid for knowingly.
     #[test]
     fn a_node_stays_small() {
-        assert!(std::mem::size_of::<Node>() <= 72, "{}", std::mem::size_of::<Node>());
+        assert!(
+            std::mem::size_of::<Node>() <= 72,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
         assert!(std::mem::size_of::<crate::registry::Registration>() <= 24);
         assert_eq!(std::mem::size_of::<Context>(), 8);
     }

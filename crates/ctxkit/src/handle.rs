@@ -53,7 +53,12 @@ impl CancelHandle {
     /// ```
     pub fn cancel(&self) {
         if let Some(node) = self.live_node() {
-            cancel::cancel(node, Error::Canceled, Error::Canceled.as_cause(), Origin::Handle);
+            cancel::cancel(
+                node,
+                Error::Canceled,
+                Error::Canceled.as_cause(),
+                Origin::Handle,
+            );
         }
     }
 

@@ -83,7 +83,8 @@ pub mod pipeline;
 #[cfg(any(feature = "crossbeam", feature = "tokio"))]
 pub mod pool;
 mod registry;
-#[cfg(feature = "signal")]
+// tokio has no signal support under loom, and models need none.
+#[cfg(all(feature = "signal", not(loom)))]
 pub mod signal;
 mod sync;
 mod timer;

@@ -7,11 +7,18 @@
 //! (see `executor.rs`), and the timer thread is replaced by `timer::fire`,
 //! which does what the timer thread does for one due entry.
 //!
-//! Each model explores every interleaving of its threads with at most
-//! [`PREEMPTION_BOUND`] preemptions (threads switched away from while they
-//! could have gone on). Races in the core are between two or three critical
-//! sections, so a bound of 3 covers them; loom's own guidance is that
-//! bounds of 2 to 3 find nearly all bugs.
+//! Each model is checked exhaustively (no preemption bound: loom's
+//! partial-order-reduced search) and again with at most [`PREEMPTION_BOUND`]
+//! preemptions (threads switched away from while they could have gone on);
+//! loom's guidance is that bounds of 2 to 3 find nearly all bugs. Both runs
+//! of every model together take about a second.
+//!
+//! What loom cannot see: `Arc`/`Weak` reference counts (loom has no `Weak`)
+//! and the timer's map (a `std` mutex) are outside the model. Under loom the
+//! timer's map operations also take a per-execution loom lock (see
+//! `timer.rs`), and the models that drop a child while its parent is
+//! cancelled first observe the parent, taking its lock, so that the orders
+//! that matter around them are explored anyway.
 
 use crate::context::{Context, Node};
 use crate::error::Error;
@@ -25,13 +32,51 @@ use std::pin::pin;
 use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-/// Every model explores all interleavings with at most this many preemptions.
+/// The preemption bound of the bounded run of every model.
 const PREEMPTION_BOUND: usize = 3;
 
+/// Checks `f` twice: with no preemption bound (loom's exhaustive,
+/// partial-order-reduced search) and with [`PREEMPTION_BOUND`] (loom's
+/// bounded search, which prunes differently). Both are cheap for these
+/// models. Prints how many interleavings each explored (`--nocapture` shows
+/// it), so that a model that stops exploring anything is noticed.
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(PREEMPTION_BOUND);
-    builder.check(f);
+    let f = Arc::new(f);
+    for bound in [None, Some(PREEMPTION_BOUND)] {
+        let interleavings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = interleavings.clone();
+        let f = f.clone();
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = bound;
+        builder.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f();
+        });
+        let name = std::thread::current().name().unwrap_or("model").to_string();
+        let count = interleavings.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("{name}: {count} interleavings, preemption bound {bound:?}");
+    }
+}
+
+/// Records which outcomes of a race some interleaving produced, so a model
+/// can assert that it explored both sides of the race and not just one.
+#[derive(Clone, Default)]
+struct Outcomes(Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl Outcomes {
+    fn record(&self, outcome: impl ToString) {
+        self.0.lock().unwrap().insert(outcome.to_string());
+    }
+
+    fn assert_all_seen(&self, expected: &[&str]) {
+        let seen = self.0.lock().unwrap();
+        for outcome in expected {
+            assert!(
+                seen.contains(*outcome),
+                "no interleaving gave {outcome}: {seen:?}"
+            );
+        }
+    }
 }
 
 /// A deadline no model ever reaches by the clock: only `timer::fire` ends it.
@@ -87,10 +132,18 @@ fn cancel_vs_child_drop() {
         let (parent, cancel) = Context::background().with_cancel();
         let (child, child_cancel) = parent.with_cancel();
         let weak: Weak<Node> = Arc::downgrade(node(&child));
-        let dropper = thread::spawn(move || {
-            drop(child_cancel);
-            drop(child);
-        });
+        let dropper = {
+            let parent = parent.clone();
+            thread::spawn(move || {
+                // Observing the parent takes its lock: loom then also explores
+                // the child going away between the parent's drain and its
+                // upgrade of the child's `Weak` (reference counts are `std`,
+                // invisible to loom).
+                let _ = parent.registrations();
+                drop(child_cancel);
+                drop(child);
+            })
+        };
         cancel.cancel();
         dropper.join().unwrap();
 
@@ -141,49 +194,38 @@ fn concurrent_cancels_of_parent_and_child() {
 
         assert_eq!(cause_text(&parent), "parent");
         let child_cause = cause_text(&child);
-        assert!(child_cause == "parent" || child_cause == "child", "{child_cause}");
+        assert!(
+            child_cause == "parent" || child_cause == "child",
+            "{child_cause}"
+        );
         assert_eq!(cause_text(&grandchild), child_cause);
         assert_eq!(grandchild.err(), Some(Error::Canceled));
         assert_eq!(child.registrations(), 0);
     });
 }
 
-/// Wakes a parked model thread, and remembers that it did so the poller
-/// never parks past a wake-up it already got.
-struct ThreadWaker {
-    thread: thread::Thread,
-    woken: AtomicBool,
-}
+/// Wakes a parked model thread: the whole of a minimal executor's waker.
+struct ThreadWaker(thread::Thread);
 
 impl Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.thread.unpark();
+        self.0.unpark();
     }
 }
 
-/// Polls `ctx.done()` to completion with a waker that unparks this thread.
-/// If a wake-up is lost, every thread ends up parked and loom reports the
-/// deadlock.
+/// Polls `ctx.done()` to completion, parking between polls, with a waker
+/// that unparks this thread. An unpark that comes before the park is kept
+/// (a token), so a wake-up is lost only if nobody wakes the waker; then every
+/// thread ends up parked and loom reports the deadlock.
 fn block_on_done(ctx: &Context) -> Error {
-    let waker = Arc::new(ThreadWaker {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    });
-    let task_waker = Waker::from(waker.clone());
-    let mut cx = std::task::Context::from_waker(&task_waker);
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
     let mut done = pin!(ctx.done());
     loop {
         if let Poll::Ready(err) = done.as_mut().poll(&mut cx) {
             return err;
         }
-        while !waker.woken.swap(false, Ordering::Acquire) {
-            thread::park();
-        }
+        thread::park();
     }
 }
 
@@ -208,13 +250,37 @@ fn waiters_registering_while_cancel_runs() {
     });
 }
 
-/// Notifies when dropped: a callback closure owns one, so its drop (after a
-/// run, or unrun by `stop`) tells the model the callback's fate is sealed.
-struct DropNotify(Arc<Notify>);
+/// Set and notified when dropped: a callback closure owns one, so its drop
+/// (after a run, or unrun by `stop`) tells the model the callback's fate is
+/// sealed.
+struct Released {
+    done: AtomicBool,
+    notify: Notify,
+}
 
-impl Drop for DropNotify {
+impl Released {
+    fn new() -> Arc<Released> {
+        Arc::new(Released {
+            done: AtomicBool::new(false),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Blocks until the guard is dropped. loom's `Notify` may wake
+    /// spuriously, hence the flag.
+    fn wait(&self) {
+        while !self.done.load(Ordering::Acquire) {
+            self.notify.wait();
+        }
+    }
+}
+
+struct ReleaseGuard(Arc<Released>);
+
+impl Drop for ReleaseGuard {
     fn drop(&mut self) {
-        self.0.notify();
+        self.0.done.store(true, Ordering::Release);
+        self.0.notify.notify();
     }
 }
 
@@ -225,11 +291,11 @@ fn after_func_registration_and_stop_vs_cancel() {
     model(|| {
         let (ctx, cancel) = Context::background().with_cancel();
         let runs = Arc::new(AtomicUsize::new(0));
-        let released = Arc::new(Notify::new());
+        let released = Released::new();
         let canceller = thread::spawn(move || cancel.cancel());
         let after = {
             let runs = runs.clone();
-            let guard = DropNotify(released.clone());
+            let guard = ReleaseGuard(released.clone());
             ctx.after_func(move || {
                 let _guard = guard;
                 runs.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +306,11 @@ fn after_func_registration_and_stop_vs_cancel() {
         released.wait();
 
         let expected = if stopped { 0 } else { 1 };
-        assert_eq!(runs.load(Ordering::Relaxed), expected, "stop returned {stopped}");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            expected,
+            "stop returned {stopped}"
+        );
         assert!(!after.stop(), "a second stop never prevents anything");
     });
 }
@@ -249,13 +319,15 @@ fn after_func_registration_and_stop_vs_cancel() {
 /// another cancels: exactly one of "stop returned true" and "f ran" holds.
 #[test]
 fn after_func_stop_vs_cancel() {
-    model(|| {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
         let (ctx, cancel) = Context::background().with_cancel();
         let runs = Arc::new(AtomicUsize::new(0));
-        let released = Arc::new(Notify::new());
+        let released = Released::new();
         let after = {
             let runs = runs.clone();
-            let guard = DropNotify(released.clone());
+            let guard = ReleaseGuard(released.clone());
             ctx.after_func(move || {
                 let _guard = guard;
                 runs.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +340,9 @@ fn after_func_stop_vs_cancel() {
 
         assert_eq!(runs.load(Ordering::Relaxed), usize::from(!stopped));
         assert_eq!(ctx.registrations(), 0);
+        seen.record(if stopped { "stopped" } else { "ran" });
     });
+    outcomes.assert_all_seen(&["stopped", "ran"]);
 }
 
 /// The timer fires while the handle cancels: the first to end the scope
@@ -276,7 +350,9 @@ fn after_func_stop_vs_cancel() {
 /// and the timer entry is gone either way.
 #[test]
 fn timer_firing_vs_explicit_cancel() {
-    model(|| {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
         let (ctx, cancel) =
             Context::background().with_deadline_cause(far_deadline(), Named("timer"));
         let (child, _child_cancel) = ctx.with_cancel();
@@ -293,7 +369,9 @@ fn timer_firing_vs_explicit_cancel() {
         );
         assert_eq!((child.err(), cause_text(&child)), outcome);
         assert!(!timer::fire(key), "the timer entry is gone");
+        seen.record(outcome.1);
     });
+    outcomes.assert_all_seen(&["timer", "handle"]);
 }
 
 /// A detached child with a deadline is dropped while its parent is
@@ -307,11 +385,22 @@ fn detach_and_drop_vs_parent_cancel() {
         child_cancel.detach();
         let weak: Weak<Node> = Arc::downgrade(node(&child));
         let key = timer::entry_key(child.deadline().expect("own deadline"), node(&child));
-        let dropper = thread::spawn(move || drop(child));
+        let dropper = {
+            let parent = parent.clone();
+            thread::spawn(move || {
+                // As in `cancel_vs_child_drop`: makes the free-before-upgrade
+                // order visible to loom.
+                let _ = parent.registrations();
+                drop(child);
+            })
+        };
         cancel.cancel();
         dropper.join().unwrap();
 
-        assert!(weak.upgrade().is_none(), "the detached, dropped child is freed");
+        assert!(
+            weak.upgrade().is_none(),
+            "the detached, dropped child is freed"
+        );
         assert!(!timer::fire(key), "the dropped child's timer entry is gone");
         assert_eq!(parent.registrations(), 0);
     });
@@ -333,9 +422,61 @@ fn inherited_deadline_fires_while_child_waits() {
         let timer_thread = thread::spawn(move || timer::fire(key));
         child_cancel.cancel();
         let woke_with = waiter.join().unwrap();
-        assert!(timer_thread.join().unwrap(), "the parent's entry was pending");
+        assert!(
+            timer_thread.join().unwrap(),
+            "the parent's entry was pending"
+        );
 
         assert_eq!(parent.err(), Some(Error::DeadlineExceeded));
         assert_eq!(Some(woke_with), child.err());
+    });
+}
+
+/// The timer fires for a detached context while its last reference is
+/// dropped: either the firing cancels it or the drop frees it first; the
+/// entry is gone either way and nothing is cancelled twice.
+#[test]
+fn timer_firing_vs_last_drop() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_deadline(far_deadline());
+        cancel.detach();
+        let weak: Weak<Node> = Arc::downgrade(node(&ctx));
+        let key = timer::entry_key(ctx.deadline().expect("own deadline"), node(&ctx));
+        let timer_thread = thread::spawn(move || timer::fire(key));
+        drop(ctx);
+        timer_thread.join().unwrap();
+
+        assert!(weak.upgrade().is_none(), "the dropped context is freed");
+        assert!(!timer::fire(key), "the entry is gone");
+    });
+}
+
+/// A pending callback keeps its context alive after every reference is
+/// dropped, so the parent's cancel still runs it, exactly once, whichever
+/// comes first.
+#[test]
+fn pending_callback_outlives_its_context() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        child_cancel.detach();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let released = Released::new();
+        let after = {
+            let runs = runs.clone();
+            let guard = ReleaseGuard(released.clone());
+            child.after_func(move || {
+                let _guard = guard;
+                runs.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        drop(after); // dropping an AfterFunc does not stop it
+        let dropper = thread::spawn(move || drop(child));
+        cancel.cancel();
+        dropper.join().unwrap();
+        released.wait();
+
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        assert_eq!(parent.registrations(), 0);
     });
 }

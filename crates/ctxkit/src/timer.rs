@@ -39,6 +39,20 @@ fn timer() -> &'static Timer {
     })
 }
 
+// The map is behind a `std` mutex, invisible to loom, so a model would not
+// explore the orders in which a firing timer and a cancel take an entry out.
+// Under loom each map operation also holds this lock, created afresh for
+// every execution, which makes those orders part of the model.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref MODEL_ORDER: loom::sync::Mutex<()> = loom::sync::Mutex::new(());
+}
+
+#[cfg(loom)]
+fn model_order() -> crate::sync::MutexGuard<'static, ()> {
+    crate::sync::lock(&*MODEL_ORDER)
+}
+
 fn key(deadline: Instant, node: &Node) -> Key {
     // The address is unique while the node lives, and the node removes its
     // entry before it dies, so it identifies the entry.
@@ -59,8 +73,12 @@ pub(crate) fn insert(deadline: Instant, node: &Arc<Node>, cause: Cause) {
             .expect("ctxkit: cannot start the deadline timer thread");
     });
     let key = key(deadline, node);
+    #[cfg(loom)]
+    let _model = model_order();
     let mut entries = lock(&timer.entries);
-    let earliest = entries.first_key_value().is_none_or(|(first, _)| key < *first);
+    let earliest = entries
+        .first_key_value()
+        .is_none_or(|(first, _)| key < *first);
     entries.insert(
         key,
         Entry {
@@ -76,14 +94,22 @@ pub(crate) fn insert(deadline: Instant, node: &Arc<Node>, cause: Cause) {
 
 /// Removes `node`'s entry, if it is still there.
 pub(crate) fn remove(deadline: Instant, node: &Node) {
-    let entry = lock(&timer().entries).remove(&key(deadline, node));
+    remove_at(deadline, key(deadline, node).1);
+}
+
+/// Removes the entry of the node that lived at `address` when it was
+/// inserted (a node being freed may have been moved out of its `Arc`).
+pub(crate) fn remove_at(deadline: Instant, address: usize) {
+    #[cfg(loom)]
+    let _model = model_order();
+    let entry = lock(&timer().entries).remove(&(deadline, address));
     // Dropped here, outside the lock: the cause is a user value.
     drop(entry);
 }
 
 /// The key of `node`'s entry, for loom models that fire it with [`fire`]
 /// (possibly after the node is gone).
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) fn entry_key(deadline: Instant, node: &Node) -> (Instant, usize) {
     key(deadline, node)
 }
@@ -93,9 +119,12 @@ pub(crate) fn entry_key(deadline: Instant, node: &Node) -> (Instant, usize) {
 /// was still there and its node is alive, cancels the node with
 /// `DeadlineExceeded` and the entry's cause. Returns whether the entry was
 /// still there.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) fn fire(key: (Instant, usize)) -> bool {
-    let entry = lock(&timer().entries).remove(&key);
+    let entry = {
+        let _model = model_order();
+        lock(&timer().entries).remove(&key)
+    };
     let Some(Entry { node, cause }) = entry else {
         return false;
     };

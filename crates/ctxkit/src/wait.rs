@@ -287,7 +287,10 @@ impl TaskWaiter {
         }
         let key = self.key;
         let registered = scope.with_registry(|registry| match key {
-            None => (registry.insert(Registration::Task(cx.waker().clone())), None),
+            None => (
+                registry.insert(Registration::Task(cx.waker().clone())),
+                None,
+            ),
             Some(key) => {
                 // Only the latest waker is woken. The one it replaces is
                 // handed out, to be dropped after the lock.

@@ -99,7 +99,10 @@ fn allocation_ceilings_are_no_higher_than_gos() {
     for (name, ceiling, mut f) in ceilings {
         let measured = allocs_per_run(100, &mut f);
         report += &format!("{name}: {measured} (Go: {ceiling})\n");
-        assert!(measured <= ceiling, "{name}: {measured} allocations, ceiling {ceiling}\n{report}");
+        assert!(
+            measured <= ceiling,
+            "{name}: {measured} allocations, ceiling {ceiling}\n{report}"
+        );
     }
     println!("{report}");
 
@@ -120,7 +123,12 @@ fn allocation_ceilings_are_no_higher_than_gos() {
                 clone.value::<u64>(),
             ));
         });
-        assert_eq!(observed, 0.0, "observation allocated (done: {})", ctx.is_done());
+        assert_eq!(
+            observed,
+            0.0,
+            "observation allocated (done: {})",
+            ctx.is_done()
+        );
         cancel.cancel();
     }
 }

@@ -11,7 +11,10 @@ fn f_runs_after_the_context_is_done_and_not_before() {
     let (tx, rx) = mpsc::channel();
     let observed = ctx.clone();
     let after = ctx.after_func(move || tx.send(observed.err()).unwrap());
-    assert!(rx.recv_timeout(Duration::from_millis(20)).is_err(), "ran while live");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(20)).is_err(),
+        "ran while live"
+    );
     cancel.cancel();
     assert_eq!(expect(&rx, "f"), Some(ctxkit::Error::Canceled));
     assert!(!after.stop(), "too late to stop");
@@ -140,7 +143,10 @@ fn a_panicking_f_is_contained() {
 #[test]
 fn on_a_context_that_cannot_be_cancelled_f_never_runs() {
     let ran = Arc::new(AtomicUsize::new(0));
-    for ctx in [Context::background(), Context::background().with_cancel().0.without_cancel()] {
+    for ctx in [
+        Context::background(),
+        Context::background().with_cancel().0.without_cancel(),
+    ] {
         let ran = ran.clone();
         let after = ctx.after_func(move || {
             ran.fetch_add(1, Ordering::SeqCst);

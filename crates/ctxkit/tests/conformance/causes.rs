@@ -98,7 +98,11 @@ fn plain_parent_cancelled_first_then_cause_child() {
 #[test]
 fn with_timeout_zero() {
     let (ctx, _cancel) = Context::background().with_timeout(Duration::ZERO);
-    check(&ctx, Error::DeadlineExceeded, Expect::Plain(Error::DeadlineExceeded));
+    check(
+        &ctx,
+        Error::DeadlineExceeded,
+        Expect::Plain(Error::DeadlineExceeded),
+    );
 }
 
 #[test]

@@ -23,7 +23,10 @@ fn a_childs_deadline_is_the_earlier_of_its_own_and_its_parents() {
     let (parent, _a) = Context::background().with_deadline(soon);
     let (child, _b) = parent.with_deadline(later);
     assert_eq!(child.deadline(), Some(soon));
-    assert!(format!("{child:?}").ends_with(".WithCancel"), "no timer of its own");
+    assert!(
+        format!("{child:?}").ends_with(".WithCancel"),
+        "no timer of its own"
+    );
 
     let (parent, _c) = Context::background().with_deadline(later);
     let (child, _d) = parent.with_deadline(soon);
@@ -108,7 +111,10 @@ fn deadline_exceeded_is_a_timeout() {
     assert_eq!(err.kind(), io::ErrorKind::Interrupted);
     assert!(!Error::Canceled.is_timeout());
     assert_eq!(Error::Canceled.to_string(), "context canceled");
-    assert_eq!(Error::DeadlineExceeded.to_string(), "context deadline exceeded");
+    assert_eq!(
+        Error::DeadlineExceeded.to_string(),
+        "context deadline exceeded"
+    );
 }
 
 #[test]

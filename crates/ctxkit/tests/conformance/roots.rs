@@ -40,7 +40,10 @@ fn roots_name_themselves_and_derived_contexts_print_the_chain() {
 
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(60));
     let printed = format!("{ctx:?}");
-    assert!(printed.starts_with("context.Background.WithDeadline(+"), "{printed}");
+    assert!(
+        printed.starts_with("context.Background.WithDeadline(+"),
+        "{printed}"
+    );
 }
 
 #[test]

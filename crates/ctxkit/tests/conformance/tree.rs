@@ -51,7 +51,11 @@ fn cancelling_a_parent_cancels_every_descendant_before_cancel_returns() {
         assert!(chain.iter().all(|ctx| !ctx.is_done()));
         cancel.cancel();
         for (depth, ctx) in chain.iter().enumerate() {
-            assert_eq!(ctx.err(), Some(Error::Canceled), "seed {seed}, depth {depth}");
+            assert_eq!(
+                ctx.err(),
+                Some(Error::Canceled),
+                "seed {seed}, depth {depth}"
+            );
         }
     }
 }
@@ -249,7 +253,10 @@ fn cancel_is_idempotent_and_safe_from_many_threads_at_once() {
         let first = ctx.cause().unwrap();
         assert!(why(&first) == Some("odd") || plain(&first) == Some(Error::Canceled));
         cancel.cancel_with(Why("late"));
-        assert!(Arc::ptr_eq(&first, &ctx.cause().unwrap()), "the first cause stays");
+        assert!(
+            Arc::ptr_eq(&first, &ctx.cause().unwrap()),
+            "the first cause stays"
+        );
     }
 }
 
@@ -284,7 +291,11 @@ fn a_handle_dropped_anywhere_cancels_and_a_detached_one_does_not() {
     let (ctx, cancel) = parent.with_cancel();
     cancel.detach();
     assert!(!ctx.is_done());
-    assert_eq!(parent.registrations(), 1, "a detached child stays registered");
+    assert_eq!(
+        parent.registrations(),
+        1,
+        "a detached child stays registered"
+    );
     cancel_parent.cancel();
     assert!(ctx.is_done());
 }

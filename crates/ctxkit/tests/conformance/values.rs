@@ -13,19 +13,25 @@ fn values_are_keyed_by_type_and_the_nearest_wins() {
     let c = b.with_value(RequestId(2));
     assert_eq!(root.value::<RequestId>(), None);
     assert_eq!(a.value::<RequestId>(), Some(&RequestId(1)));
-    assert_eq!(b.value::<RequestId>(), Some(&RequestId(1)), "other types pass through");
+    assert_eq!(
+        b.value::<RequestId>(),
+        Some(&RequestId(1)),
+        "other types pass through"
+    );
     assert_eq!(b.value::<User>(), Some(&User("ana")));
     assert_eq!(c.value::<RequestId>(), Some(&RequestId(2)));
     assert_eq!(c.value::<User>(), Some(&User("ana")));
-    assert_eq!(a.value::<User>(), None, "a parent never sees its children's values");
+    assert_eq!(
+        a.value::<User>(),
+        None,
+        "a parent never sees its children's values"
+    );
     assert_eq!(c.value::<u64>(), None);
 }
 
 #[test]
 fn values_stay_readable_after_cancellation_through_every_kind_of_layer() {
-    let (cancelled, cancel) = Context::background()
-        .with_value(RequestId(9))
-        .with_cancel();
+    let (cancelled, cancel) = Context::background().with_value(RequestId(9)).with_cancel();
     let (timed, _t) = cancelled
         .with_value(User("bo"))
         .with_timeout(std::time::Duration::from_secs(60));

@@ -53,7 +53,10 @@ fn sleep_wakes_early_on_cancel() {
 #[test]
 fn sleep_ends_at_the_deadline_when_it_comes_first() {
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
-    assert_eq!(ctx.sleep(Duration::from_secs(3600)), Err(Error::DeadlineExceeded));
+    assert_eq!(
+        ctx.sleep(Duration::from_secs(3600)),
+        Err(Error::DeadlineExceeded)
+    );
 }
 
 /// Counts wake-ups.
@@ -82,7 +85,10 @@ fn done_registers_on_poll_wakes_on_cancel_and_unregisters_on_drop() {
 
     let mut done = pin!(ctx.done());
     assert!(done.as_mut().poll(&mut cx).is_pending());
-    assert!(done.as_mut().poll(&mut cx).is_pending(), "re-poll keeps one registration");
+    assert!(
+        done.as_mut().poll(&mut cx).is_pending(),
+        "re-poll keeps one registration"
+    );
     assert_eq!(ctx.registrations(), 1);
     cancel.cancel();
     assert_eq!(counter.0.load(Ordering::SeqCst), 1);
@@ -96,9 +102,15 @@ fn done_wakes_the_latest_waker() {
     let second = Arc::new(CountingWaker(AtomicUsize::new(0)));
     let mut done = pin!(ctx.done());
     let waker = Waker::from(first.clone());
-    assert!(done.as_mut().poll(&mut TaskContext::from_waker(&waker)).is_pending());
+    assert!(done
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(&waker))
+        .is_pending());
     let waker = Waker::from(second.clone());
-    assert!(done.as_mut().poll(&mut TaskContext::from_waker(&waker)).is_pending());
+    assert!(done
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(&waker))
+        .is_pending());
     cancel.cancel();
     assert_eq!(first.0.load(Ordering::SeqCst), 0);
     assert_eq!(second.0.load(Ordering::SeqCst), 1);
@@ -109,7 +121,10 @@ fn done_never_resolves_on_a_root() {
     let ctx = Context::background();
     let waker = Waker::noop();
     let mut done = pin!(ctx.done());
-    assert!(done.as_mut().poll(&mut TaskContext::from_waker(waker)).is_pending());
+    assert!(done
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(waker))
+        .is_pending());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +177,10 @@ async fn done_and_run_are_send() {
         let ran = assert_send(ctx.run(async { 1 })).await;
         (err, ran)
     });
-    assert_eq!(task.await.unwrap(), (Error::DeadlineExceeded, Err(Error::DeadlineExceeded)));
+    assert_eq!(
+        task.await.unwrap(),
+        (Error::DeadlineExceeded, Err(Error::DeadlineExceeded))
+    );
     drop(cancel);
 }
 
@@ -205,7 +223,9 @@ fn owned_done_outlives_its_context_handle_and_unregisters_on_drop() {
     let mut cx = TaskContext::from_waker(&waker);
 
     let mut abandoned = assert_static_send(ctx.done_owned());
-    assert!(std::pin::Pin::new(&mut abandoned).poll(&mut cx).is_pending());
+    assert!(std::pin::Pin::new(&mut abandoned)
+        .poll(&mut cx)
+        .is_pending());
     assert_eq!(ctx.registrations(), 1);
     drop(abandoned);
     assert_eq!(ctx.registrations(), 0);
@@ -215,5 +235,8 @@ fn owned_done_outlives_its_context_handle_and_unregisters_on_drop() {
     assert!(std::pin::Pin::new(&mut done).poll(&mut cx).is_pending());
     cancel.cancel();
     assert_eq!(counter.0.load(Ordering::SeqCst), 1);
-    assert_eq!(std::pin::Pin::new(&mut done).poll(&mut cx), Poll::Ready(Error::Canceled));
+    assert_eq!(
+        std::pin::Pin::new(&mut done).poll(&mut cx),
+        Poll::Ready(Error::Canceled)
+    );
 }
