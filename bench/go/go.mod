@@ -1,0 +1,3 @@
+module ctxkitbench
+
+go 1.19
