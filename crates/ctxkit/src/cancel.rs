@@ -18,20 +18,27 @@
 //!   interleave.
 //! - No foreign code (wakers, callbacks, drops of user values) runs while a
 //!   lock is held.
+//! - Only a holder of a strong reference cancels a scope (the parent's drain
+//!   and the timer upgrade their weak ones first). So once the last strong
+//!   reference is gone, `release` runs alone: no cancel can race it.
 
 use crate::context::Node;
+use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::registry::{Registration, Registry};
 use crate::sync::{lock, Arc, AtomicU32, AtomicU8, Mutex, Ordering};
 use crate::{executor, timer};
 use std::any::Any;
-use std::time::Instant;
 
 const LIVE: u8 = 0;
 const CANCELED: u8 = 1;
 const DEADLINE_EXCEEDED: u8 = 2;
 /// The node is being dropped: unobservable, it only stops a second release.
 const RELEASED: u8 = 3;
+/// Or-ed into a done status when the scope has a cause of its own rather than
+/// its error's default one: a scope that ended with the default cause can be
+/// inherited from without taking its lock.
+const CUSTOM_CAUSE: u8 = 4;
 
 /// The cancellation state of one `with_cancel` / `with_deadline` context.
 pub(crate) struct Scope {
@@ -42,7 +49,7 @@ pub(crate) struct Scope {
     /// inherited from an ancestor.
     own_deadline: bool,
     /// The earliest of this scope's deadline and its ancestors'.
-    deadline: Option<Instant>,
+    deadline: Deadline,
     /// This scope's key in its parent scope's registry. Written once by
     /// `attach`, before the node is shared with any other thread (sharing
     /// orders it); the atomic is only for `Sync`.
@@ -52,11 +59,13 @@ pub(crate) struct Scope {
 
 pub(crate) enum Inner {
     Live(Registry),
-    Done(Cause),
+    /// `None` stands for the error's default cause (`Error::as_cause`), so
+    /// that cancelling does not touch that process-wide `Arc`'s count.
+    Done(Option<Cause>),
 }
 
 impl Scope {
-    pub(crate) fn new(deadline: Option<Instant>, own_deadline: bool) -> Scope {
+    pub(crate) fn new(deadline: Deadline, own_deadline: bool) -> Scope {
         Scope {
             status: AtomicU8::new(LIVE),
             own_deadline,
@@ -66,12 +75,37 @@ impl Scope {
         }
     }
 
+    /// A scope born ended with `err` and its default cause: the child of a
+    /// parent that [`ended_with_default_cause`](Scope::ended_with_default_cause).
+    /// It needs no registration and no timer entry, and never takes a lock.
+    pub(crate) fn new_done(deadline: Deadline, own_deadline: bool, err: Error) -> Scope {
+        Scope {
+            status: AtomicU8::new(status_of(err)),
+            own_deadline,
+            deadline,
+            key_in_parent: AtomicU32::new(u32::MAX),
+            inner: Mutex::new(Inner::Done(None)),
+        }
+    }
+
+    /// The error this scope ended with, if it ended with that error's default
+    /// cause; `None` while live or after a custom cause.
+    #[inline]
+    pub(crate) fn ended_with_default_cause(&self) -> Option<Error> {
+        // Acquire, as in `err`.
+        match self.status.load(Ordering::Acquire) {
+            CANCELED => Some(Error::Canceled),
+            DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
+            _ => None,
+        }
+    }
+
     /// The error that ended this scope, or `None` while it is live.
     #[inline]
     pub(crate) fn err(&self) -> Option<Error> {
         // Acquire pairs with the Release store in `finish`: a reader that sees
         // the scope done also sees everything the canceller did before.
-        match self.status.load(Ordering::Acquire) {
+        match self.status.load(Ordering::Acquire) & !CUSTOM_CAUSE {
             LIVE => None,
             DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
             _ => Some(Error::Canceled),
@@ -83,7 +117,7 @@ impl Scope {
         self.status.load(Ordering::Acquire) != LIVE
     }
 
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Deadline {
         self.deadline
     }
 
@@ -95,8 +129,9 @@ impl Scope {
         if !self.is_done() {
             return None;
         }
+        let err = self.err().expect("checked done above");
         match &*lock(&self.inner) {
-            Inner::Done(cause) => Some(cause.clone()),
+            Inner::Done(cause) => Some(cause.clone().unwrap_or_else(|| err.as_cause())),
             Inner::Live(_) => unreachable!("a done scope has a cause"),
         }
     }
@@ -107,7 +142,7 @@ impl Scope {
     pub(crate) fn with_registry<R>(
         &self,
         f: impl FnOnce(&mut Registry) -> R,
-    ) -> Result<R, (Error, Cause)> {
+    ) -> Result<R, (Error, Option<Cause>)> {
         let mut inner = lock(&self.inner);
         match &mut *inner {
             Inner::Live(registry) => Ok(f(registry)),
@@ -128,21 +163,26 @@ impl Scope {
 
     /// Ends the scope, returning its registrations, or `None` if it had
     /// already ended (the first cancellation wins).
-    fn finish(&self, err: Error, cause: Cause) -> Option<Registry> {
+    fn finish(&self, err: Error, cause: Option<Cause>) -> Option<Registry> {
         let mut inner = lock(&self.inner);
         if !matches!(*inner, Inner::Live(_)) {
             return None;
         }
+        let custom = if cause.is_some() { CUSTOM_CAUSE } else { 0 };
         let Inner::Live(registry) = std::mem::replace(&mut *inner, Inner::Done(cause)) else {
             unreachable!()
         };
-        let status = match err {
-            Error::Canceled => CANCELED,
-            Error::DeadlineExceeded => DEADLINE_EXCEEDED,
-        };
+        let status = status_of(err) | custom;
         // Release: publishes the cause (and everything before) to `err` readers.
         self.status.store(status, Ordering::Release);
         Some(registry)
+    }
+}
+
+fn status_of(err: Error) -> u8 {
+    match err {
+        Error::Canceled => CANCELED,
+        Error::DeadlineExceeded => DEADLINE_EXCEEDED,
     }
 }
 
@@ -182,13 +222,12 @@ pub(crate) fn attach(node: &Arc<Node>, deadline_cause: Option<Cause>) {
     if !scope.own_deadline {
         return;
     }
-    let deadline = scope.deadline.expect("an own deadline is set");
-    let cause = deadline_cause.unwrap_or_else(|| Error::DeadlineExceeded.as_cause());
-    if deadline <= Instant::now() {
-        cancel(node, Error::DeadlineExceeded, cause, Origin::Timer);
+    let deadline = scope.deadline;
+    if deadline <= Deadline::now() {
+        cancel(node, Error::DeadlineExceeded, deadline_cause, Origin::Timer);
         return;
     }
-    timer::insert(deadline, node, cause);
+    timer::insert(deadline, node, deadline_cause);
     if scope.is_done() {
         // The parent ended us between registration and the insert above, and
         // its removal of our timer entry may have come first: take it out now.
@@ -205,12 +244,15 @@ pub(crate) fn attach(node: &Arc<Node>, deadline_cause: Option<Cause>) {
 /// been marked done and every lock released, so a woken waiter observes the
 /// whole subtree already cancelled. Descendants get `err` and `cause`, unless
 /// they had already ended (the first cancellation wins).
-pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Cause, origin: Origin) {
+pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Option<Cause>, origin: Origin) {
     let scope = node.scope().expect("cancel takes a scope node");
     let Some(registry) = scope.finish(err, cause.clone()) else {
         return;
     };
     leave(node, scope, origin);
+    if registry.is_empty() {
+        return;
+    }
 
     let mut wake = Wakeups::default();
     // An explicit stack rather than recursion: trees may be very deep. It
@@ -245,7 +287,7 @@ pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Cause, origin: Origin)
 /// timer, and its parent's registry unless the parent is the one draining it.
 fn leave(node: &Arc<Node>, scope: &Scope, origin: Origin) {
     if scope.own_deadline && origin != Origin::Timer {
-        timer::remove(scope.deadline.expect("own deadline"), node);
+        timer::remove(scope.deadline, node);
     }
     if origin != Origin::Parent {
         deregister_from_parent(node, scope);
@@ -264,17 +306,17 @@ fn deregister_from_parent(node: &Node, scope: &Scope) {
 /// leaves its parent and the timer. Nothing can observe it any more, so it is
 /// not cancelled; its registrations can only be of its own (dead) kind.
 pub(crate) fn release(node: &Node, address: usize, scope: &Scope) {
-    // Under the lock, so that a concurrent parent drain (which upgrades our
-    // Weak and fails) and this release agree on who removes what.
-    let was_live = {
-        let _inner = lock(&scope.inner);
-        scope.status.swap(RELEASED, Ordering::AcqRel) == LIVE
-    };
-    if !was_live {
-        return;
+    if !scope.own_deadline && node.parent().scope_node().is_none() {
+        return; // nothing points at this scope
+    }
+    // No lock: nothing can cancel us any more (see the invariants above). A
+    // swap rather than a load and a store, because an RMW reads the latest
+    // status whatever orders the `Arc` counts (invisible to loom) provide.
+    if scope.status.swap(RELEASED, Ordering::AcqRel) != LIVE {
+        return; // already left everything when it ended, or released
     }
     if scope.own_deadline {
-        timer::remove_at(scope.deadline.expect("own deadline"), address);
+        timer::remove_at(scope.deadline, address);
     }
     deregister_from_parent(node, scope);
 }

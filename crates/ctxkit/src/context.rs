@@ -1,6 +1,7 @@
 //! [`Context`]: derivation and observation.
 
 use crate::cancel::{self, Scope};
+use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::handle::CancelHandle;
 use crate::sync::Arc;
@@ -258,13 +259,27 @@ impl Context {
     }
 
     fn with_scope(&self, own: Option<(Instant, Option<Cause>)>) -> (Context, CancelHandle) {
-        let inherited = self.deadline();
+        let parent = self.scope();
+        let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
         let (deadline, own_deadline, deadline_cause) = match own {
-            Some((deadline, cause)) if inherited.is_none_or(|parent| deadline < parent) => {
-                (Some(deadline), true, cause)
+            Some((deadline, cause)) => {
+                let deadline = Deadline::from_instant(deadline);
+                if deadline < inherited {
+                    (deadline, true, cause)
+                } else {
+                    (inherited, false, None)
+                }
             }
-            _ => (inherited, false, None),
+            None => (inherited, false, None),
         };
+        // A child of a scope that ended with its default cause is born done:
+        // no lock, no registration, no timer entry. (Any other done parent is
+        // caught by `attach`, under the parent's lock.)
+        if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
+            let ctx = self.derive(Layer::Cancel(Scope::new_done(deadline, own_deadline, err)));
+            let node = ctx.node.clone().expect("derived contexts have a node");
+            return (ctx, CancelHandle::new(node));
+        }
         let ctx = self.derive(Layer::Cancel(Scope::new(deadline, own_deadline)));
         let node = ctx.node.clone().expect("derived contexts have a node");
         cancel::attach(&node, deadline_cause);
@@ -438,7 +453,7 @@ impl Context {
     /// assert_eq!(child.deadline(), Some(soon), "a child never outlives its parent");
     /// ```
     pub fn deadline(&self) -> Option<Instant> {
-        self.scope().and_then(Scope::deadline)
+        self.scope().and_then(|scope| scope.deadline().instant())
     }
 
     /// Time left until the deadline, saturating at zero; `None` without one.
@@ -530,7 +545,7 @@ impl fmt::Debug for Context {
             match layer {
                 Layer::Todo => f.write_str("context.TODO")?,
                 Layer::Cancel(scope) if scope.has_own_deadline() => {
-                    let deadline = scope.deadline().expect("own deadline");
+                    let deadline = scope.deadline().instant().expect("own deadline");
                     let now = Instant::now();
                     if deadline > now {
                         write!(f, ".WithDeadline(+{:?})", deadline - now)?;
@@ -556,7 +571,7 @@ mod tests {
     #[test]
     fn a_node_stays_small() {
         assert!(
-            std::mem::size_of::<Node>() <= 72,
+            std::mem::size_of::<Node>() <= 56,
             "{}",
             std::mem::size_of::<Node>()
         );

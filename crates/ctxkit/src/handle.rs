@@ -53,12 +53,8 @@ impl CancelHandle {
     /// ```
     pub fn cancel(&self) {
         if let Some(node) = self.live_node() {
-            cancel::cancel(
-                node,
-                Error::Canceled,
-                Error::Canceled.as_cause(),
-                Origin::Handle,
-            );
+            // `None`: the default cause, without touching its shared count.
+            cancel::cancel(node, Error::Canceled, None, Origin::Handle);
         }
     }
 
@@ -79,7 +75,7 @@ impl CancelHandle {
         E: std::error::Error + Send + Sync + 'static,
     {
         if let Some(node) = self.live_node() {
-            cancel::cancel(node, Error::Canceled, Arc::new(cause), Origin::Handle);
+            cancel::cancel(node, Error::Canceled, Some(Arc::new(cause)), Origin::Handle);
         }
     }
 

@@ -70,6 +70,7 @@ mod cancel;
 #[cfg(feature = "crossbeam")]
 mod channel;
 mod context;
+mod deadline;
 mod error;
 mod executor;
 pub mod group;

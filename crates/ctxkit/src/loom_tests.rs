@@ -123,6 +123,36 @@ fn cancel_vs_child_registration() {
     });
 }
 
+/// The same race with the default cause, where a child of a parent already
+/// done is built without taking any lock: whichever path the child takes
+/// (drained, refused at registration, or born done), it and its own child
+/// end up done with `Canceled` and the default cause, registered nowhere and
+/// out of the timer.
+#[test]
+fn default_cancel_vs_child_registration() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (parent, cancel) = Context::background().with_cancel();
+        let canceller = thread::spawn(move || cancel.cancel());
+        let (child, _child_cancel) = parent.with_deadline(far_deadline());
+        let born_done = child.is_done();
+        let (grandchild, _grandchild_cancel) = child.with_cancel();
+        let key = timer::entry_key(child.deadline().expect("own deadline"), node(&child));
+        canceller.join().unwrap();
+
+        seen.record(if born_done { "born done" } else { "live, then drained" });
+        for ctx in [&child, &grandchild] {
+            assert_eq!(ctx.err(), Some(Error::Canceled));
+            assert_eq!(cause_text(ctx), "context canceled");
+            assert_eq!(ctx.registrations(), 0);
+        }
+        assert_eq!(parent.registrations(), 0);
+        assert!(!timer::fire(key), "a cancelled child left its timer entry");
+    });
+    outcomes.assert_all_seen(&["born done", "live, then drained"]);
+}
+
 /// A child cancelled by its own handle while its parent is cancelled:
 /// whichever comes first ends it, nothing is removed twice, and the freed
 /// child leaves no trace in its parent.

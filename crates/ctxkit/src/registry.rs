@@ -1,10 +1,11 @@
 //! What a live cancellation scope must notify when it ends.
 //!
-//! A [`Registry`] is a slab: each registration gets a key that stays valid
-//! until its owner removes it or the scope ends and drains them all. Keys are
-//! reused, so a parent that derives and drops a million children one after
-//! another holds one slot, not a million. When the last registration leaves,
-//! the storage is released, so a burst of children leaves nothing behind.
+//! A [`Registry`] gives each registration a key that stays valid until its
+//! owner removes it or the scope ends and drains them all. Keys are reused,
+//! so a parent that derives and drops a million children one after another
+//! holds one slot, not a million. The first registration is held inline; when
+//! the last of a burst leaves, the burst's storage is released, so a burst of
+//! children leaves nothing behind.
 //!
 //! Invariant (kept by `cancel.rs`): a registry lives only while its scope is
 //! live, and is drained exactly once when the scope ends. A key is therefore
@@ -40,95 +41,228 @@ pub(crate) struct Callback {
     pub(crate) _keepalive: Arc<Node>,
 }
 
-enum Slot {
-    Taken(Registration),
-    Free { next: u32 },
-}
-
-const NO_FREE_SLOT: u32 = u32::MAX;
-
-/// A slab of registrations with stable keys.
+/// A registry holds its first registration inline and moves to a [`Slab`]
+/// when a second one arrives: a scope with one child or one waiter, by far
+/// the most common case, allocates nothing to hold it.
 ///
-/// Keys and counts are `u32` to keep every scope small: four billion
-/// registrations on one scope at once is far beyond any real tree.
-pub(crate) struct Registry {
-    slots: Vec<Slot>,
-    first_free: u32,
-    len: u32,
+/// Keys are `index << 1 | kind`, kind 0 for a child and 1 for anything else,
+/// so a key names its slot in the slab's two tables. The inline registration
+/// already has the key it will keep in the slab: index 0 of its kind's table.
+pub(crate) enum Registry {
+    Inline(Option<Registration>),
+    Slab(Box<Slab>),
 }
+
+const CHILD: usize = 0;
+const OTHER: usize = 1;
+
+fn kind_of(registration: &Registration) -> usize {
+    match registration {
+        Registration::Child(_) => CHILD,
+        _ => OTHER,
+    }
+}
+
+/// The largest number of keys a registry hands out: keys must fit in the
+/// `u32` a child scope keeps of its place in its parent.
+const MAX_KEYS: usize = u32::MAX as usize;
 
 impl Registry {
     pub(crate) const fn new() -> Registry {
-        Registry {
-            slots: Vec::new(),
-            first_free: NO_FREE_SLOT,
-            len: 0,
-        }
+        Registry::Inline(None)
     }
 
     /// How many registrations are held.
     pub(crate) fn len(&self) -> usize {
-        self.len as usize
+        match self {
+            Registry::Inline(one) => usize::from(one.is_some()),
+            Registry::Slab(slab) => slab.len,
+        }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores `registration`, returning the key that removes it. Keys fit in
+    /// a `u32`.
     pub(crate) fn insert(&mut self, registration: Registration) -> usize {
-        self.len = self
-            .len
-            .checked_add(1)
-            .filter(|len| *len < NO_FREE_SLOT)
-            .expect("ctxkit: more than four billion registrations on one context");
-        if self.first_free == NO_FREE_SLOT {
-            self.slots.push(Slot::Taken(registration));
-            return self.slots.len() - 1;
+        match self {
+            Registry::Inline(slot @ None) => {
+                let key = kind_of(&registration);
+                *slot = Some(registration);
+                key
+            }
+            Registry::Inline(Some(_)) => {
+                let Registry::Inline(Some(first)) =
+                    std::mem::replace(self, Registry::Slab(Box::default()))
+                else {
+                    unreachable!("matched above")
+                };
+                let Registry::Slab(slab) = self else {
+                    unreachable!("just replaced")
+                };
+                slab.insert(first);
+                slab.insert(registration)
+            }
+            Registry::Slab(slab) => slab.insert(registration),
         }
-        let key = self.first_free as usize;
-        match std::mem::replace(&mut self.slots[key], Slot::Taken(registration)) {
-            Slot::Free { next } => self.first_free = next,
-            Slot::Taken(_) => unreachable!("registry free list points at a taken slot"),
-        }
-        key
     }
 
     /// Removes the registration under `key`, handing it back so that the
     /// caller drops it after releasing the scope's lock (dropping a waker or a
     /// callback runs foreign code).
     pub(crate) fn remove(&mut self, key: usize) -> Option<Registration> {
-        let slot = self.slots.get_mut(key)?;
-        if matches!(slot, Slot::Free { .. }) {
-            return None;
-        }
-        let Slot::Taken(registration) = std::mem::replace(
-            slot,
-            Slot::Free {
-                next: self.first_free,
+        match self {
+            Registry::Inline(one) => match one {
+                Some(registration) if kind_of(registration) == key => one.take(),
+                _ => None,
             },
-        ) else {
-            unreachable!()
-        };
-        // Keys fit in u32: `insert` caps the count, hence the slots, below it.
-        self.first_free = key as u32;
-        self.len -= 1;
-        if self.len == 0 {
-            // Nothing left: give the memory back rather than keep a free list
-            // as long as the largest burst of children ever seen.
-            *self = Registry::new();
+            Registry::Slab(slab) => {
+                let removed = slab.remove(key);
+                if slab.len == 0 && slab.is_large() {
+                    // Give a burst's memory back rather than keep tables as
+                    // long as the largest burst of children ever seen.
+                    *self = Registry::new();
+                }
+                removed
+            }
         }
-        Some(registration)
     }
 
     pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut Registration> {
-        match self.slots.get_mut(key)? {
-            Slot::Taken(registration) => Some(registration),
-            Slot::Free { .. } => None,
+        match self {
+            Registry::Inline(Some(registration)) if kind_of(registration) == key => {
+                Some(registration)
+            }
+            Registry::Inline(_) => None,
+            Registry::Slab(slab) => slab.get_mut(key),
         }
     }
 
     /// Every registration, in no particular order; the registry is consumed.
     pub(crate) fn drain(self) -> impl Iterator<Item = Registration> {
-        self.slots.into_iter().filter_map(|slot| match slot {
+        let (one, slab) = match self {
+            Registry::Inline(one) => (one, None),
+            Registry::Slab(slab) => (None, Some(*slab)),
+        };
+        one.into_iter().chain(slab.into_iter().flat_map(Slab::drain))
+    }
+}
+
+/// Two tables with stable keys: children, the bulk of any large registry, in
+/// eight-byte slots; everything else in slots large enough for a waker.
+/// Freed slots are reused, children's through a stack of free indices, the
+/// others' through a list threaded through the free slots.
+#[derive(Default)]
+pub(crate) struct Slab {
+    children: Vec<Option<Weak<Node>>>,
+    free_children: Vec<u32>,
+    others: Vec<Slot>,
+    first_free_other: Option<u32>,
+    len: usize,
+}
+
+enum Slot {
+    Taken(Registration),
+    Free { next: Option<u32> },
+}
+
+/// Table slots an emptied slab may keep rather than free: enough that a
+/// parent whose few children come and go allocates nothing per child.
+const KEPT_SLOTS: usize = 8;
+
+impl Slab {
+    fn insert(&mut self, registration: Registration) -> usize {
+        let index = match registration {
+            Registration::Child(child) => self.insert_child(child) << 1 | CHILD,
+            other => self.insert_other(other) << 1 | OTHER,
+        };
+        assert!(
+            index < MAX_KEYS,
+            "ctxkit: more than two billion registrations on one context"
+        );
+        self.len += 1;
+        index
+    }
+
+    fn insert_child(&mut self, child: Weak<Node>) -> usize {
+        match self.free_children.pop() {
+            Some(index) => {
+                self.children[index as usize] = Some(child);
+                index as usize
+            }
+            None => {
+                self.children.push(Some(child));
+                self.children.len() - 1
+            }
+        }
+    }
+
+    fn insert_other(&mut self, registration: Registration) -> usize {
+        let Some(index) = self.first_free_other else {
+            self.others.push(Slot::Taken(registration));
+            return self.others.len() - 1;
+        };
+        let index = index as usize;
+        match std::mem::replace(&mut self.others[index], Slot::Taken(registration)) {
+            Slot::Free { next } => self.first_free_other = next,
+            Slot::Taken(_) => unreachable!("registry free list points at a taken slot"),
+        }
+        index
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Registration> {
+        let (index, kind) = (key >> 1, key & 1);
+        // Indices fit in u32: `insert` caps the keys below `u32::MAX`.
+        let removed = if kind == CHILD {
+            let child = self.children.get_mut(index)?.take()?;
+            self.free_children.push(index as u32);
+            Registration::Child(child)
+        } else {
+            let slot = self.others.get_mut(index)?;
+            if matches!(slot, Slot::Free { .. }) {
+                return None;
+            }
+            let next = self.first_free_other.replace(index as u32);
+            let Slot::Taken(registration) = std::mem::replace(slot, Slot::Free { next }) else {
+                unreachable!("checked above")
+            };
+            registration
+        };
+        self.len -= 1;
+        if self.len == 0 && !self.is_large() {
+            // Keep the (small) tables, but forget the free slots: the next
+            // registrations start again at index 0.
+            self.children.clear();
+            self.free_children.clear();
+            self.others.clear();
+            self.first_free_other = None;
+        }
+        Some(removed)
+    }
+
+    fn is_large(&self) -> bool {
+        self.children.capacity() + self.others.capacity() > KEPT_SLOTS
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Registration> {
+        if key & 1 == CHILD {
+            return None; // only waiters are ever updated in place
+        }
+        match self.others.get_mut(key >> 1)? {
             Slot::Taken(registration) => Some(registration),
             Slot::Free { .. } => None,
-        })
+        }
+    }
+
+    fn drain(self) -> impl Iterator<Item = Registration> {
+        let children = self.children.into_iter().flatten().map(Registration::Child);
+        let others = self.others.into_iter().filter_map(|slot| match slot {
+            Slot::Taken(registration) => Some(registration),
+            Slot::Free { .. } => None,
+        });
+        children.chain(others)
     }
 }
 
@@ -140,31 +274,87 @@ mod tests {
         Registration::Task(Waker::noop().clone())
     }
 
+    /// A child registration of a node nobody holds: a dangling `Weak` is
+    /// enough, the registry never upgrades it.
+    fn child() -> Registration {
+        Registration::Child(Weak::new())
+    }
+
+    fn is_inline(registry: &Registry) -> bool {
+        matches!(registry, Registry::Inline(_))
+    }
+
     #[test]
-    fn keys_are_reused_and_storage_released_when_empty() {
+    fn one_registration_stays_inline_and_keeps_its_key_in_the_slab() {
+        for first in [child as fn() -> Registration, waker] {
+            let mut registry = Registry::new();
+            let a = registry.insert(first());
+            assert!(is_inline(&registry));
+            let b = registry.insert(waker());
+            let c = registry.insert(child());
+            assert!(!is_inline(&registry));
+            assert_eq!(registry.len(), 3);
+            assert!(registry.remove(a).is_some(), "the inline key survives the move");
+            assert!(registry.remove(a).is_none(), "a key is removed once");
+            assert!(registry.remove(b).is_some());
+            assert!(registry.remove(c).is_some());
+            assert!(registry.is_empty());
+        }
+    }
+
+    #[test]
+    fn keys_of_either_kind_are_reused() {
         let mut registry = Registry::new();
-        let a = registry.insert(waker());
-        let b = registry.insert(waker());
-        assert_ne!(a, b);
-        assert!(registry.remove(a).is_some());
-        assert!(registry.remove(a).is_none(), "a key is removed once");
-        let c = registry.insert(waker());
-        assert_eq!(c, a, "a freed key is handed out again");
-        assert_eq!(registry.len(), 2);
+        let keep = registry.insert(waker());
+        let keys: Vec<_> = [child(), waker(), child(), waker()]
+            .into_iter()
+            .map(|r| registry.insert(r))
+            .collect();
+        registry.remove(keys[0]);
+        registry.remove(keys[1]);
+        assert_eq!(registry.insert(child()), keys[0], "a freed child key is reused");
+        assert_eq!(registry.insert(waker()), keys[1], "a freed waiter key is reused");
+        assert_eq!(registry.len(), 5);
+        assert!(registry.remove(keep).is_some());
+    }
+
+    #[test]
+    fn a_small_registry_keeps_its_slab_and_a_burst_gives_it_back() {
+        let mut registry = Registry::new();
+        let a = registry.insert(child());
+        let b = registry.insert(child());
+        registry.remove(a);
         registry.remove(b);
-        registry.remove(c);
-        assert_eq!(registry.len(), 0);
-        assert_eq!(registry.slots.capacity(), 0);
+        assert!(!is_inline(&registry), "a few children in turn reuse one slab");
+
+        let burst: Vec<_> = (0..100).map(|_| registry.insert(child())).collect();
+        for key in burst {
+            assert!(registry.remove(key).is_some());
+        }
+        assert!(is_inline(&registry), "a burst's storage is released");
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn the_inline_slot_answers_only_its_own_key() {
+        let mut registry = Registry::new();
+        let key = registry.insert(waker());
+        assert!(registry.get_mut(key ^ 1).is_none());
+        assert!(registry.remove(key ^ 1).is_none());
+        assert!(registry.get_mut(key).is_some());
+        assert!(registry.remove(key).is_some());
     }
 
     #[test]
     fn drain_yields_only_taken_slots() {
         let mut registry = Registry::new();
-        let keys: Vec<_> = (0..5).map(|_| registry.insert(waker())).collect();
+        let keys: Vec<_> = (0..6)
+            .map(|i| registry.insert(if i % 2 == 0 { child() } else { waker() }))
+            .collect();
         registry.remove(keys[1]);
-        registry.remove(keys[3]);
+        registry.remove(keys[2]);
         assert!(registry.get_mut(keys[1]).is_none());
-        assert!(registry.get_mut(keys[2]).is_some());
-        assert_eq!(registry.drain().count(), 3);
+        assert!(registry.get_mut(keys[3]).is_some());
+        assert_eq!(registry.drain().count(), 4);
     }
 }

@@ -1,30 +1,54 @@
-//! The one timer shared by every deadline in the process.
+//! The timer shared by every deadline in the process.
 //!
-//! Deadlines live in an ordered map keyed by `(deadline, node address)`; one
+//! Deadlines live in ordered maps keyed by `(deadline, node address)`; one
 //! thread, started on the first deadline, sleeps until the earliest entry
 //! and cancels the scopes whose time has come. A scope removes its entry when
 //! it is cancelled or dropped, so cancelled timeouts leave nothing behind, and
-//! the map holds only weak references: a pending deadline keeps nobody alive.
+//! the maps hold only weak references: a pending deadline keeps nobody alive.
+//!
+//! The entries are spread over [`SHARDS`] maps by node address, so that
+//! threads setting and cancelling timeouts at once rarely meet on a lock
+//! (Go keeps a timer heap per processor for the same reason). The timer
+//! thread publishes the deadline it sleeps towards in `next_wake`; an insert
+//! wakes it only when the new entry is earlier, which for the common case of
+//! equal timeouts set one after another is never.
 
 use crate::cancel::{self, Origin};
 use crate::context::Node;
+use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::sync::{lock_std as lock, Arc, Weak};
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex, Once, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock, PoisonError};
 
-type Key = (Instant, usize);
+type Key = (Deadline, usize);
 
 struct Entry {
     node: Weak<Node>,
-    cause: Cause,
+    /// `None`: `DeadlineExceeded`'s default cause.
+    cause: Option<Cause>,
 }
 
+type Shard = Mutex<BTreeMap<Key, Entry>>;
+
+/// A power of two, well above the core counts of the machines ctxkit runs on:
+/// two threads meet on a shard one time in sixteen.
+const SHARDS: usize = 16;
+
+/// `next_wake` while the timer thread scans the shards: every insert must
+/// then wake it, as the scan may have missed the new entry.
+const SCANNING: i64 = i64::MIN;
+
 struct Timer {
-    entries: Mutex<BTreeMap<Key, Entry>>,
-    /// Signalled when an entry becomes the earliest, so the timer thread
-    /// shortens its sleep.
+    shards: [Shard; SHARDS],
+    /// The raw [`Deadline`] the timer thread sleeps towards (`NEVER`: none),
+    /// or `SCANNING`.
+    next_wake: AtomicI64,
+    /// Held by the timer thread from the start of a scan until it sleeps,
+    /// so that a wake-up sent after the scan cannot be lost.
+    wake: Mutex<()>,
+    /// Signalled when an entry earlier than `next_wake` arrives.
     earlier: Condvar,
     #[cfg_attr(loom, allow(dead_code))]
     started: Once,
@@ -33,10 +57,20 @@ struct Timer {
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<Timer> = OnceLock::new();
     TIMER.get_or_init(|| Timer {
-        entries: Mutex::new(BTreeMap::new()),
+        shards: std::array::from_fn(|_| Mutex::new(BTreeMap::new())),
+        next_wake: AtomicI64::new(Deadline::NEVER.raw()),
+        wake: Mutex::new(()),
         earlier: Condvar::new(),
         started: Once::new(),
     })
+}
+
+/// The shard that holds `key`'s entry.
+fn shard<'t>(timer: &'t Timer, key: &Key) -> MutexGuard<'t, BTreeMap<Key, Entry>> {
+    // Fibonacci hashing of the address: nodes are allocated close together,
+    // and their low bits are alignment.
+    let hash = key.1.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
+    lock(&timer.shards[hash >> (usize::BITS - SHARDS.trailing_zeros())])
 }
 
 // The map is behind a `std` mutex, invisible to loom, so a model would not
@@ -53,7 +87,7 @@ fn model_order() -> crate::sync::MutexGuard<'static, ()> {
     crate::sync::lock(&*MODEL_ORDER)
 }
 
-fn key(deadline: Instant, node: &Node) -> Key {
+fn key(deadline: Deadline, node: &Node) -> Key {
     // The address is unique while the node lives, and the node removes its
     // entry before it dies, so it identifies the entry.
     (deadline, node as *const Node as usize)
@@ -61,7 +95,7 @@ fn key(deadline: Instant, node: &Node) -> Key {
 
 /// Schedules `node` to be cancelled with `DeadlineExceeded` and `cause` at
 /// `deadline`.
-pub(crate) fn insert(deadline: Instant, node: &Arc<Node>, cause: Cause) {
+pub(crate) fn insert(deadline: Deadline, node: &Arc<Node>, cause: Option<Cause>) {
     let timer = timer();
     // Under loom the timer thread is not started: a model cannot contain a
     // real thread. Models fire an entry themselves with `fire`.
@@ -75,34 +109,35 @@ pub(crate) fn insert(deadline: Instant, node: &Arc<Node>, cause: Cause) {
     let key = key(deadline, node);
     #[cfg(loom)]
     let _model = model_order();
-    let mut entries = lock(&timer.entries);
-    let earliest = entries
-        .first_key_value()
-        .is_none_or(|(first, _)| key < *first);
-    entries.insert(
-        key,
-        Entry {
-            node: Arc::downgrade(node),
-            cause,
-        },
-    );
-    drop(entries);
-    if earliest {
+    let entry = Entry {
+        node: Arc::downgrade(node),
+        cause,
+    };
+    shard(timer, &key).insert(key, entry);
+    // SeqCst, with the stores in `run`: if the timer's scan of our shard came
+    // before our insert, its `SCANNING` store comes before this load, so we
+    // read `SCANNING` or the deadline it settled on, never an older one.
+    let next_wake = timer.next_wake.load(Ordering::SeqCst);
+    if next_wake == SCANNING || deadline.raw() < next_wake {
+        // The timer thread holds `wake` until it sleeps: taking it here
+        // makes sure the signal finds it asleep, not about to be.
+        let _wake = lock(&timer.wake);
         timer.earlier.notify_one();
     }
 }
 
 /// Removes `node`'s entry, if it is still there.
-pub(crate) fn remove(deadline: Instant, node: &Node) {
+pub(crate) fn remove(deadline: Deadline, node: &Node) {
     remove_at(deadline, key(deadline, node).1);
 }
 
 /// Removes the entry of the node that lived at `address` when it was
 /// inserted (a node being freed may have been moved out of its `Arc`).
-pub(crate) fn remove_at(deadline: Instant, address: usize) {
+pub(crate) fn remove_at(deadline: Deadline, address: usize) {
     #[cfg(loom)]
     let _model = model_order();
-    let entry = lock(&timer().entries).remove(&(deadline, address));
+    let key = (deadline, address);
+    let entry = shard(timer(), &key).remove(&key);
     // Dropped here, outside the lock: the cause is a user value.
     drop(entry);
 }
@@ -110,8 +145,8 @@ pub(crate) fn remove_at(deadline: Instant, address: usize) {
 /// The key of `node`'s entry, for loom models that fire it with [`fire`]
 /// (possibly after the node is gone).
 #[cfg(all(test, loom))]
-pub(crate) fn entry_key(deadline: Instant, node: &Node) -> (Instant, usize) {
-    key(deadline, node)
+pub(crate) fn entry_key(deadline: std::time::Instant, node: &Node) -> Key {
+    key(Deadline::from_instant(deadline), node)
 }
 
 /// What the timer thread does for one due entry, for loom models (which
@@ -120,10 +155,10 @@ pub(crate) fn entry_key(deadline: Instant, node: &Node) -> (Instant, usize) {
 /// `DeadlineExceeded` and the entry's cause. Returns whether the entry was
 /// still there.
 #[cfg(all(test, loom))]
-pub(crate) fn fire(key: (Instant, usize)) -> bool {
+pub(crate) fn fire(key: Key) -> bool {
     let entry = {
         let _model = model_order();
-        lock(&timer().entries).remove(&key)
+        shard(timer(), &key).remove(&key)
     };
     let Some(Entry { node, cause }) = entry else {
         return false;
@@ -136,45 +171,58 @@ pub(crate) fn fire(key: (Instant, usize)) -> bool {
 
 /// How many deadlines are pending.
 pub(crate) fn pending() -> usize {
-    lock(&timer().entries).len()
+    let timer = timer();
+    timer.shards.iter().map(|shard| lock(shard).len()).sum()
 }
 
 #[cfg_attr(loom, allow(dead_code))]
 fn run() {
     let timer = timer();
-    let mut entries = lock(&timer.entries);
     loop {
-        let now = Instant::now();
+        let wake = lock(&timer.wake);
+        timer.next_wake.store(SCANNING, Ordering::SeqCst);
+        let now = Deadline::now();
         let mut due = Vec::new();
-        while let Some(entry) = entries.first_entry() {
-            if entry.key().0 > now {
-                break;
+        let mut earliest = Deadline::NEVER;
+        for index in 0..SHARDS {
+            let mut entries = lock(&timer.shards[index]);
+            while let Some(entry) = entries.first_entry() {
+                if entry.key().0 > now {
+                    earliest = earliest.min(entry.key().0);
+                    break;
+                }
+                due.push(entry.remove());
             }
-            due.push(entry.remove());
         }
         if !due.is_empty() {
-            drop(entries);
+            // Cancel without holding `wake`: inserts (from the scopes'
+            // callbacks, say) must not wait for us.
+            drop(wake);
             for Entry { node, cause } in due {
                 if let Some(node) = node.upgrade() {
                     cancel::cancel(&node, Error::DeadlineExceeded, cause, Origin::Timer);
                 }
             }
-            entries = lock(&timer.entries);
             continue;
         }
-        entries = match entries.first_key_value() {
-            Some(((deadline, _), _)) => {
-                let sleep = deadline.saturating_duration_since(now);
+        timer.next_wake.store(earliest.raw(), Ordering::SeqCst);
+        // Waking early (spuriously, or for an entry since removed) costs
+        // one scan: the loop checks the clock again.
+        let wake = match earliest.instant() {
+            Some(instant) => {
+                let sleep = instant.saturating_duration_since(std::time::Instant::now());
                 timer
                     .earlier
-                    .wait_timeout(entries, sleep)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .wait_timeout(wake, sleep)
+                    .unwrap_or_else(PoisonError::into_inner)
                     .0
             }
+            // Nothing pending: sleep until an insert signals.
             None => timer
                 .earlier
-                .wait(entries)
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                .wait(wake)
+                .unwrap_or_else(PoisonError::into_inner),
         };
+        drop(wake);
     }
 }
