@@ -170,21 +170,25 @@ fn pending_timeouts(concurrency: usize) -> Vec<Vec<CancelHandle>> {
 
 /// Go's `buildContextTree`: a chain of `depth` cancellable contexts whose
 /// cancel functions are discarded (`detach`, as Go's `_`), then dropped.
+/// Go passes `root` by value for free; so the chain starts from the borrowed
+/// root rather than from a clone of it (a clone and its drop would be two
+/// reference-count operations that Go's version does not have).
 fn build_context_tree(root: &Context, depth: usize) {
-    let mut ctx = root.clone();
+    let mut ctx: Option<Context> = None;
     for _ in 0..depth {
-        let (child, cancel) = ctx.with_cancel();
+        let (child, cancel) = ctx.as_ref().unwrap_or(root).with_cancel();
         cancel.detach();
-        ctx = child;
+        ctx = Some(child);
     }
 }
 
 /// tokio-util's nearest form of `buildContextTree`: each child token replaces
-/// its parent, as `root, _ = WithCancel(root)` does.
+/// its parent, as `root, _ = WithCancel(root)` does, starting from the
+/// borrowed root as above.
 fn build_token_tree(root: &CancellationToken, depth: usize) {
-    let mut token = root.clone();
+    let mut token: Option<CancellationToken> = None;
     for _ in 0..depth {
-        token = token.child_token();
+        token = Some(token.as_ref().unwrap_or(root).child_token());
     }
 }
 

@@ -1,10 +1,11 @@
 //! [`AfterFunc`]: run a function once a context is done.
 
 use crate::cancel::Scope;
-use crate::context::{Context, Node};
+use crate::context::Context;
 use crate::executor;
+use crate::node_ref::NodeRef;
 use crate::registry::{Callback, Registration};
-use crate::sync::{Arc, AtomicU8, Ordering};
+use crate::sync::{AtomicU8, Ordering};
 use std::fmt;
 
 /// A function scheduled by [`Context::after_func`] to run once the context is
@@ -20,7 +21,7 @@ pub struct AfterFunc {
 
 enum State {
     /// Registered with a live scope under `key`.
-    Registered { scope: Arc<Node>, key: usize },
+    Registered { scope: NodeRef, key: usize },
     /// The context can never be done: `f` was dropped unrun. `stop` reports
     /// true once, as Go does, since it "prevented" the run.
     Never,

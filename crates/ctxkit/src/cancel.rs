@@ -25,8 +25,9 @@
 use crate::context::Node;
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
+use crate::node_ref::NodeRef;
 use crate::registry::{Registration, Registry};
-use crate::sync::{lock, Arc, AtomicU32, AtomicU8, Mutex, Ordering};
+use crate::sync::{lock, AtomicU32, AtomicU8, Mutex, Ordering};
 use crate::{executor, timer};
 use std::any::Any;
 
@@ -200,13 +201,13 @@ pub(crate) enum Origin {
 /// ends it at once if that scope is already done or the deadline has passed.
 ///
 /// `deadline_cause` is the cause for the scope's own deadline, if it has one.
-pub(crate) fn attach(node: &Arc<Node>, deadline_cause: Option<Cause>) {
+pub(crate) fn attach(node: &NodeRef, deadline_cause: Option<Cause>) {
     let scope = node.scope().expect("attach takes a scope node");
     let parent = node.parent().scope_node();
     if let Some(parent) = parent {
         let parent_scope = parent.scope().expect("scope_node is a scope");
         let registered = parent_scope.with_registry(|registry| {
-            let key = registry.insert(Registration::Child(Arc::downgrade(node)));
+            let key = registry.insert(Registration::Child(NodeRef::downgrade(node)));
             // Registry keys fit in u32 (see `Registry::insert`).
             scope.key_in_parent.store(key as u32, Ordering::Relaxed);
         });
@@ -244,7 +245,7 @@ pub(crate) fn attach(node: &Arc<Node>, deadline_cause: Option<Cause>) {
 /// been marked done and every lock released, so a woken waiter observes the
 /// whole subtree already cancelled. Descendants get `err` and `cause`, unless
 /// they had already ended (the first cancellation wins).
-pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Option<Cause>, origin: Origin) {
+pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: Origin) {
     let scope = node.scope().expect("cancel takes a scope node");
     let Some(registry) = scope.finish(err, cause.clone()) else {
         return;
@@ -285,7 +286,7 @@ pub(crate) fn cancel(node: &Arc<Node>, err: Error, cause: Option<Cause>, origin:
 
 /// A just-ended scope leaves the structures that still point at it: the
 /// timer, and its parent's registry unless the parent is the one draining it.
-fn leave(node: &Arc<Node>, scope: &Scope, origin: Origin) {
+fn leave(node: &NodeRef, scope: &Scope, origin: Origin) {
     if scope.own_deadline && origin != Origin::Timer {
         timer::remove(scope.deadline, node);
     }
@@ -305,18 +306,23 @@ fn deregister_from_parent(node: &Node, scope: &Scope) {
 /// Called when the last reference to a scope node goes away: a live scope
 /// leaves its parent and the timer. Nothing can observe it any more, so it is
 /// not cancelled; its registrations can only be of its own (dead) kind.
-pub(crate) fn release(node: &Node, address: usize, scope: &Scope) {
+pub(crate) fn release(node: &Node, scope: &Scope) {
     if !scope.own_deadline && node.parent().scope_node().is_none() {
         return; // nothing points at this scope
     }
+    // A scope that ended has left everything already. Done is final, so a
+    // load that sees it done is never stale.
+    if scope.is_done() {
+        return;
+    }
     // No lock: nothing can cancel us any more (see the invariants above). A
-    // swap rather than a load and a store, because an RMW reads the latest
-    // status whatever orders the `Arc` counts (invisible to loom) provide.
+    // swap rather than a store, because an RMW reads the latest status
+    // whatever orders the `Arc` counts (invisible to loom) provide.
     if scope.status.swap(RELEASED, Ordering::AcqRel) != LIVE {
-        return; // already left everything when it ended, or released
+        return; // ended after all, or released already
     }
     if scope.own_deadline {
-        timer::remove_at(scope.deadline, address);
+        timer::remove(scope.deadline, node);
     }
     deregister_from_parent(node, scope);
 }

@@ -4,6 +4,7 @@ use crate::cancel::{self, Scope};
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::handle::CancelHandle;
+use crate::node_ref::NodeRef;
 use crate::sync::Arc;
 use crate::values::ValueLayer;
 use std::fmt;
@@ -61,7 +62,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Default)]
 pub struct Context {
     /// `None` is `background()`: no allocation, nothing to observe.
-    node: Option<Arc<Node>>,
+    node: Option<NodeRef>,
 }
 
 /// One layer of a context chain. Every derived context owns one.
@@ -91,34 +92,18 @@ impl Node {
         }
     }
 
-    fn release(&self) {
-        self.release_at(self as *const Node as usize);
-    }
-
-    /// Releases this node, known to the timer by `address`.
-    fn release_at(&self, address: usize) {
+    /// Called once, by the last owner, before the node is dropped: a scope
+    /// leaves its parent and the timer. (The chain above is released by
+    /// `node_ref`, iteratively.)
+    pub(crate) fn release(&self) {
         if let Layer::Cancel(scope) = &self.layer {
-            cancel::release(self, address, scope);
+            cancel::release(self, scope);
         }
     }
-}
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.release();
-        // Free the chain above us iteratively: dropping a very deep chain
-        // recursively would overflow the stack.
-        let mut next = std::mem::take(&mut self.parent);
-        while let Some(node) = next.node.take() {
-            // The timer knows a node by its address in the `Arc`; once
-            // unwrapped, the node has moved, so release it under that address.
-            let address = Arc::as_ptr(&node) as usize;
-            let Ok(mut node) = Arc::try_unwrap(node) else {
-                break;
-            };
-            node.release_at(address);
-            next = std::mem::take(&mut node.parent);
-        }
+    /// The parent's reference, taken out so that the caller releases it.
+    pub(crate) fn take_parent(&mut self) -> Option<NodeRef> {
+        self.parent.node.take()
     }
 }
 
@@ -154,7 +139,7 @@ impl Context {
 
     fn derive(&self, layer: Layer) -> Context {
         Context {
-            node: Some(Arc::new(Node {
+            node: Some(NodeRef::new(Node {
                 parent: self.clone(),
                 layer,
             })),
@@ -277,13 +262,16 @@ impl Context {
         // caught by `attach`, under the parent's lock.)
         if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
             let ctx = self.derive(Layer::Cancel(Scope::new_done(deadline, own_deadline, err)));
-            let node = ctx.node.clone().expect("derived contexts have a node");
-            return (ctx, CancelHandle::new(node));
+            return (ctx, CancelHandle::ended(err));
         }
-        let ctx = self.derive(Layer::Cancel(Scope::new(deadline, own_deadline)));
-        let node = ctx.node.clone().expect("derived contexts have a node");
-        cancel::attach(&node, deadline_cause);
-        (ctx, CancelHandle::new(node))
+        let (node, handle_node) = NodeRef::new_pair(Node {
+            parent: self.clone(),
+            layer: Layer::Cancel(Scope::new(deadline, own_deadline)),
+        });
+        if parent.is_some() || own_deadline {
+            cancel::attach(&node, deadline_cause);
+        }
+        (Context { node: Some(node) }, CancelHandle::new(handle_node))
     }
 
     /// A child context carrying `value`, found by [`value::<T>()`](Context::value)
@@ -335,7 +323,7 @@ impl Context {
 
     /// The nearest cancellation scope node at or above this context, if any.
     #[inline]
-    pub(crate) fn scope_node(&self) -> Option<&Arc<Node>> {
+    pub(crate) fn scope_node(&self) -> Option<&NodeRef> {
         let node = self.node.as_ref()?;
         match &node.layer {
             Layer::Cancel(_) => Some(node),

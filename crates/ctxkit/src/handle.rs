@@ -1,8 +1,8 @@
 //! [`CancelHandle`]: the right to cancel one context.
 
 use crate::cancel::{self, Origin};
-use crate::context::Node;
 use crate::error::Error;
+use crate::node_ref::NodeRef;
 use crate::sync::Arc;
 use std::fmt;
 
@@ -29,13 +29,30 @@ use std::fmt;
 /// ```
 #[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ...`) or call `detach()`"]
 pub struct CancelHandle {
-    /// `None` once detached.
-    node: Option<Arc<Node>>,
+    target: Target,
+}
+
+enum Target {
+    /// The scope this handle can cancel.
+    Scope(NodeRef),
+    /// The scope was born done (its parent had ended): there is nothing to
+    /// cancel, so the handle holds no reference to it.
+    Ended(Error),
+    Detached,
 }
 
 impl CancelHandle {
-    pub(crate) fn new(node: Arc<Node>) -> CancelHandle {
-        CancelHandle { node: Some(node) }
+    pub(crate) fn new(node: NodeRef) -> CancelHandle {
+        CancelHandle {
+            target: Target::Scope(node),
+        }
+    }
+
+    /// The handle of a scope that was done from the start.
+    pub(crate) fn ended(err: Error) -> CancelHandle {
+        CancelHandle {
+            target: Target::Ended(err),
+        }
     }
 
     /// Cancels the context with [`Error::Canceled`], if it is not done yet.
@@ -97,11 +114,13 @@ impl CancelHandle {
     /// assert!(ctx.is_done());
     /// ```
     pub fn detach(mut self) {
-        self.node = None;
+        self.target = Target::Detached;
     }
 
-    fn live_node(&self) -> Option<&Arc<Node>> {
-        let node = self.node.as_ref()?;
+    fn live_node(&self) -> Option<&NodeRef> {
+        let Target::Scope(node) = &self.target else {
+            return None;
+        };
         // Skip the allocation of a cause and the lock when there is nothing
         // left to cancel.
         let scope = node.scope().expect("a handle holds a scope node");
@@ -118,9 +137,10 @@ impl Drop for CancelHandle {
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut tuple = f.debug_tuple("CancelHandle");
-        match &self.node {
-            Some(node) => tuple.field(&node.scope().and_then(|s| s.err())),
-            None => tuple.field(&"detached"),
+        match &self.target {
+            Target::Scope(node) => tuple.field(&node.scope().and_then(|s| s.err())),
+            Target::Ended(err) => tuple.field(&Some(*err)),
+            Target::Detached => tuple.field(&"detached"),
         };
         tuple.finish()
     }

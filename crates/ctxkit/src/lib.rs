@@ -77,6 +77,7 @@ pub mod group;
 mod handle;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod node_ref;
 pub mod or_done;
 #[cfg(feature = "rayon")]
 pub mod parallel;

@@ -13,16 +13,16 @@
 //! loom's guidance is that bounds of 2 to 3 find nearly all bugs. Both runs
 //! of every model together take about a second.
 //!
-//! What loom cannot see: `Arc`/`Weak` reference counts (loom has no `Weak`)
-//! and the timer's map (a `std` mutex) are outside the model. Under loom the
-//! timer's map operations also take a per-execution loom lock (see
-//! `timer.rs`), and the models that drop a child while its parent is
-//! cancelled first observe the parent, taking its lock, so that the orders
-//! that matter around them are explored anyway.
+//! The nodes' reference counts (`node_ref.rs`) are loom atomics, so the
+//! models explore the orders in which the last owners of a node let go. What
+//! loom cannot see is the timer's map (a `std` mutex): under loom its
+//! operations also take a per-execution loom lock (see `timer.rs`), so the
+//! orders between a firing timer and a cancel are explored anyway.
 
-use crate::context::{Context, Node};
+use crate::context::Context;
 use crate::error::Error;
-use crate::sync::{Arc, Weak};
+use crate::node_ref::{NodeRef, WeakNodeRef};
+use crate::sync::Arc;
 use crate::timer;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Notify;
@@ -84,7 +84,7 @@ fn far_deadline() -> Instant {
     Instant::now() + Duration::from_secs(24 * 3600)
 }
 
-fn node(ctx: &Context) -> &Arc<Node> {
+fn node(ctx: &Context) -> &NodeRef {
     ctx.scope_node().expect("a cancellable context")
 }
 
@@ -141,7 +141,11 @@ fn default_cancel_vs_child_registration() {
         let key = timer::entry_key(child.deadline().expect("own deadline"), node(&child));
         canceller.join().unwrap();
 
-        seen.record(if born_done { "born done" } else { "live, then drained" });
+        seen.record(if born_done {
+            "born done"
+        } else {
+            "live, then drained"
+        });
         for ctx in [&child, &grandchild] {
             assert_eq!(ctx.err(), Some(Error::Canceled));
             assert_eq!(cause_text(ctx), "context canceled");
@@ -161,14 +165,12 @@ fn cancel_vs_child_drop() {
     model(|| {
         let (parent, cancel) = Context::background().with_cancel();
         let (child, child_cancel) = parent.with_cancel();
-        let weak: Weak<Node> = Arc::downgrade(node(&child));
+        let weak: WeakNodeRef = NodeRef::downgrade(node(&child));
         let dropper = {
             let parent = parent.clone();
             thread::spawn(move || {
-                // Observing the parent takes its lock: loom then also explores
-                // the child going away between the parent's drain and its
-                // upgrade of the child's `Weak` (reference counts are `std`,
-                // invisible to loom).
+                // Observing the parent takes its lock: one more point at
+                // which loom may switch threads around the parent's drain.
                 let _ = parent.registrations();
                 drop(child_cancel);
                 drop(child);
@@ -413,7 +415,7 @@ fn detach_and_drop_vs_parent_cancel() {
         let (parent, cancel) = Context::background().with_cancel();
         let (child, child_cancel) = parent.with_deadline(far_deadline());
         child_cancel.detach();
-        let weak: Weak<Node> = Arc::downgrade(node(&child));
+        let weak: WeakNodeRef = NodeRef::downgrade(node(&child));
         let key = timer::entry_key(child.deadline().expect("own deadline"), node(&child));
         let dropper = {
             let parent = parent.clone();
@@ -470,7 +472,7 @@ fn timer_firing_vs_last_drop() {
     model(|| {
         let (ctx, cancel) = Context::background().with_deadline(far_deadline());
         cancel.detach();
-        let weak: Weak<Node> = Arc::downgrade(node(&ctx));
+        let weak: WeakNodeRef = NodeRef::downgrade(node(&ctx));
         let key = timer::entry_key(ctx.deadline().expect("own deadline"), node(&ctx));
         let timer_thread = thread::spawn(move || timer::fire(key));
         drop(ctx);

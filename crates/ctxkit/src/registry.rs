@@ -12,15 +12,15 @@
 //! never reused behind its owner's back: the owner removes its own key, and
 //! after a drain no key is handed out again.
 
-use crate::context::Node;
-use crate::sync::{thread::Thread, Arc, Weak};
+use crate::node_ref::{NodeRef, WeakNodeRef};
+use crate::sync::thread::Thread;
 use std::task::Waker;
 
 /// One thing to notify when a scope ends.
 pub(crate) enum Registration {
     /// A derived cancellation scope. Weak, so that a child nobody holds any
     /// more is freed (its `Drop` then removes this entry).
-    Child(Weak<Node>),
+    Child(WeakNodeRef),
     /// A thread parked in `wait`, `wait_timeout` or `sleep`.
     Thread(Thread),
     /// A task polling a `Done` future.
@@ -38,7 +38,7 @@ pub(crate) struct Callback {
     /// Keeps the scope alive while the callback is pending, so that the
     /// scope's own deadline, or an ancestor's cancellation, can still run it
     /// after every `Context` and `CancelHandle` of the scope is gone.
-    pub(crate) _keepalive: Arc<Node>,
+    pub(crate) _keepalive: NodeRef,
 }
 
 /// A registry holds its first registration inline and moves to a [`Slab`]
@@ -146,7 +146,8 @@ impl Registry {
             Registry::Inline(one) => (one, None),
             Registry::Slab(slab) => (None, Some(*slab)),
         };
-        one.into_iter().chain(slab.into_iter().flat_map(Slab::drain))
+        one.into_iter()
+            .chain(slab.into_iter().flat_map(Slab::drain))
     }
 }
 
@@ -156,7 +157,7 @@ impl Registry {
 /// others' through a list threaded through the free slots.
 #[derive(Default)]
 pub(crate) struct Slab {
-    children: Vec<Option<Weak<Node>>>,
+    children: Vec<Option<WeakNodeRef>>,
     free_children: Vec<u32>,
     others: Vec<Slot>,
     first_free_other: Option<u32>,
@@ -186,7 +187,7 @@ impl Slab {
         index
     }
 
-    fn insert_child(&mut self, child: Weak<Node>) -> usize {
+    fn insert_child(&mut self, child: WeakNodeRef) -> usize {
         match self.free_children.pop() {
             Some(index) => {
                 self.children[index as usize] = Some(child);
@@ -274,10 +275,12 @@ mod tests {
         Registration::Task(Waker::noop().clone())
     }
 
-    /// A child registration of a node nobody holds: a dangling `Weak` is
-    /// enough, the registry never upgrades it.
+    /// A child registration: a weak reference to a fresh scope node, which
+    /// the registry never upgrades.
     fn child() -> Registration {
-        Registration::Child(Weak::new())
+        let (ctx, _cancel) = crate::Context::background().with_cancel();
+        let node = ctx.scope_node().expect("a cancel scope");
+        Registration::Child(NodeRef::downgrade(node))
     }
 
     fn is_inline(registry: &Registry) -> bool {
@@ -294,7 +297,10 @@ mod tests {
             let c = registry.insert(child());
             assert!(!is_inline(&registry));
             assert_eq!(registry.len(), 3);
-            assert!(registry.remove(a).is_some(), "the inline key survives the move");
+            assert!(
+                registry.remove(a).is_some(),
+                "the inline key survives the move"
+            );
             assert!(registry.remove(a).is_none(), "a key is removed once");
             assert!(registry.remove(b).is_some());
             assert!(registry.remove(c).is_some());
@@ -312,8 +318,16 @@ mod tests {
             .collect();
         registry.remove(keys[0]);
         registry.remove(keys[1]);
-        assert_eq!(registry.insert(child()), keys[0], "a freed child key is reused");
-        assert_eq!(registry.insert(waker()), keys[1], "a freed waiter key is reused");
+        assert_eq!(
+            registry.insert(child()),
+            keys[0],
+            "a freed child key is reused"
+        );
+        assert_eq!(
+            registry.insert(waker()),
+            keys[1],
+            "a freed waiter key is reused"
+        );
         assert_eq!(registry.len(), 5);
         assert!(registry.remove(keep).is_some());
     }
@@ -325,7 +339,10 @@ mod tests {
         let b = registry.insert(child());
         registry.remove(a);
         registry.remove(b);
-        assert!(!is_inline(&registry), "a few children in turn reuse one slab");
+        assert!(
+            !is_inline(&registry),
+            "a few children in turn reuse one slab"
+        );
 
         let burst: Vec<_> = (0..100).map(|_| registry.insert(child())).collect();
         for key in burst {

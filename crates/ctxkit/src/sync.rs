@@ -2,22 +2,22 @@
 //!
 //! Every lock, atomic, condition variable and thread operation of the core
 //! goes through this module, so that `RUSTFLAGS="--cfg loom"` swaps them for
-//! loom's model-checked versions. `Arc` and `Weak` always come from `std`:
-//! loom has no `Weak`, and the reference counts are not where our races live
-//! (the cancellation state and the registries are, and those are modelled).
+//! loom's model-checked versions, the reference counts of context nodes
+//! (`node_ref.rs`) included. `Arc` is always `std`'s: it serves causes,
+//! values and the patterns' shared state, outside the models.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicU32, AtomicU8, Ordering},
+    atomic::{fence, AtomicU32, AtomicU8, AtomicUsize, Ordering},
     Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicU32, AtomicU8, Ordering},
+    atomic::{fence, AtomicU32, AtomicU8, AtomicUsize, Ordering},
     Mutex, MutexGuard,
 };
 
-pub(crate) use std::sync::{Arc, Weak};
+pub(crate) use std::sync::Arc;
 
 pub(crate) mod thread {
     #[cfg(loom)]

@@ -17,7 +17,8 @@ use crate::cancel::{self, Origin};
 use crate::context::Node;
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
-use crate::sync::{lock_std as lock, Arc, Weak};
+use crate::node_ref::{NodeRef, WeakNodeRef};
+use crate::sync::lock_std as lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock, PoisonError};
@@ -25,7 +26,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock, PoisonError};
 type Key = (Deadline, usize);
 
 struct Entry {
-    node: Weak<Node>,
+    node: WeakNodeRef,
     /// `None`: `DeadlineExceeded`'s default cause.
     cause: Option<Cause>,
 }
@@ -95,7 +96,7 @@ fn key(deadline: Deadline, node: &Node) -> Key {
 
 /// Schedules `node` to be cancelled with `DeadlineExceeded` and `cause` at
 /// `deadline`.
-pub(crate) fn insert(deadline: Deadline, node: &Arc<Node>, cause: Option<Cause>) {
+pub(crate) fn insert(deadline: Deadline, node: &NodeRef, cause: Option<Cause>) {
     let timer = timer();
     // Under loom the timer thread is not started: a model cannot contain a
     // real thread. Models fire an entry themselves with `fire`.
@@ -110,7 +111,7 @@ pub(crate) fn insert(deadline: Deadline, node: &Arc<Node>, cause: Option<Cause>)
     #[cfg(loom)]
     let _model = model_order();
     let entry = Entry {
-        node: Arc::downgrade(node),
+        node: NodeRef::downgrade(node),
         cause,
     };
     shard(timer, &key).insert(key, entry);
@@ -128,15 +129,9 @@ pub(crate) fn insert(deadline: Deadline, node: &Arc<Node>, cause: Option<Cause>)
 
 /// Removes `node`'s entry, if it is still there.
 pub(crate) fn remove(deadline: Deadline, node: &Node) {
-    remove_at(deadline, key(deadline, node).1);
-}
-
-/// Removes the entry of the node that lived at `address` when it was
-/// inserted (a node being freed may have been moved out of its `Arc`).
-pub(crate) fn remove_at(deadline: Deadline, address: usize) {
     #[cfg(loom)]
     let _model = model_order();
-    let key = (deadline, address);
+    let key = key(deadline, node);
     let entry = shard(timer(), &key).remove(&key);
     // Dropped here, outside the lock: the cause is a user value.
     drop(entry);

@@ -9,7 +9,7 @@
 //! counts, no value is cloned), which is small for the few values a request
 //! carries.
 
-use crate::context::Node;
+use crate::node_ref::NodeRef;
 use crate::sync::Arc;
 use std::any::{Any, TypeId};
 
@@ -17,7 +17,7 @@ use std::any::{Any, TypeId};
 pub(crate) struct ValueLayer {
     /// The nearest cancellation scope above this layer, so that observing a
     /// value context is as cheap as observing its scope.
-    pub(crate) scope: Option<Arc<Node>>,
+    pub(crate) scope: Option<NodeRef>,
     /// The type this layer added, for `Debug`.
     pub(crate) type_name: &'static str,
     index: Box<[Entry]>,
@@ -32,7 +32,7 @@ impl ValueLayer {
     /// A layer holding `value` on top of the values in `parent` (the nearest
     /// value layer above, if any).
     pub(crate) fn new<T: Send + Sync + 'static>(
-        scope: Option<Arc<Node>>,
+        scope: Option<NodeRef>,
         parent: Option<&ValueLayer>,
         value: T,
     ) -> ValueLayer {

@@ -1,0 +1,257 @@
+//! Reference counting for context nodes: `Arc` and `Weak`, cut to what the
+//! tree needs.
+//!
+//! Every derived context is one [`Node`] in one heap block, shared by the
+//! contexts that view it, its [`CancelHandle`](crate::CancelHandle), and its
+//! children. `std::sync::Arc` would do, but a derivation is mostly reference
+//! counting, and three things `Arc` cannot offer save a third of it:
+//!
+//! - [`NodeRef::new_pair`] starts a block with two owners (the context and
+//!   its handle) instead of creating one and cloning it: one atomic
+//!   read-modify-write less per `with_cancel`.
+//! - The last owner frees the block without touching the weak count when no
+//!   [`WeakNodeRef`] exists (the usual case: a child that left its parent,
+//!   a timeout that was cancelled): one more.
+//! - The last owner of a node releases its parent in the same loop, so a
+//!   chain of any depth is freed without recursion and without moving each
+//!   node out of its block first.
+//!
+//! The counts use the atomics of [`crate::sync`], so loom models see them:
+//! a model explores the orders in which the last owners let go.
+//!
+//! # Invariants
+//!
+//! - `strong` counts the [`NodeRef`]s. The node is dropped when it reaches
+//!   zero, never before, and a `NodeRef` is never made from zero again.
+//! - `weak` counts the [`WeakNodeRef`]s, plus one held by all the strong
+//!   references together. The block is freed when it reaches zero.
+
+use crate::context::Node;
+use crate::sync::{fence, AtomicUsize, Ordering};
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+struct Block {
+    strong: AtomicUsize,
+    weak: AtomicUsize,
+    node: Node,
+}
+
+/// Counts beyond this are a leak of references in a loop; abort rather than
+/// overflow into a use after free (as `Arc` does).
+const MAX_REFS: usize = isize::MAX as usize;
+
+/// A strong reference to a node: keeps it alive and readable.
+pub(crate) struct NodeRef {
+    block: NonNull<Block>,
+}
+
+/// A weak reference to a node: keeps its memory, not its life.
+/// [`upgrade`](WeakNodeRef::upgrade) yields a [`NodeRef`] while the node
+/// lives.
+pub(crate) struct WeakNodeRef {
+    block: NonNull<Block>,
+}
+
+// SAFETY: a `NodeRef` gives shared access (`&Node`) to a node that is `Send +
+// Sync` (all its interior mutability is atomics and mutexes), and the counts
+// are atomic: sending or sharing it across threads is sharing `&Node` and
+// dropping a counted reference, as for `Arc<Node>`.
+unsafe impl Send for NodeRef {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for NodeRef {}
+// SAFETY: a `WeakNodeRef` only touches the atomic counts, or yields a
+// `NodeRef`, which is `Send + Sync` as above.
+unsafe impl Send for WeakNodeRef {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for WeakNodeRef {}
+
+impl NodeRef {
+    /// A node with one owner.
+    pub(crate) fn new(node: Node) -> NodeRef {
+        NodeRef {
+            block: allocate(node, 1),
+        }
+    }
+
+    /// A node with two owners, as if [`new`](NodeRef::new) and then cloned,
+    /// without the clone's atomic increment.
+    pub(crate) fn new_pair(node: Node) -> (NodeRef, NodeRef) {
+        let block = allocate(node, 2);
+        (NodeRef { block }, NodeRef { block })
+    }
+
+    fn block(&self) -> &Block {
+        // SAFETY: the block lives while any strong reference does.
+        unsafe { self.block.as_ref() }
+    }
+
+    pub(crate) fn downgrade(this: &NodeRef) -> WeakNodeRef {
+        // Relaxed: our strong reference keeps the block alive, so nothing
+        // needs ordering here (as in `Arc::downgrade`).
+        let previous = this.block().weak.fetch_add(1, Ordering::Relaxed);
+        if previous > MAX_REFS {
+            std::process::abort();
+        }
+        WeakNodeRef { block: this.block }
+    }
+}
+
+fn allocate(node: Node, strong: usize) -> NonNull<Block> {
+    let layout = Layout::new::<Block>();
+    // SAFETY: `Block` has a non-zero size.
+    let raw = unsafe { alloc(layout) }.cast::<Block>();
+    let Some(block) = NonNull::new(raw) else {
+        handle_alloc_error(layout)
+    };
+    // SAFETY: freshly allocated for a `Block`, so valid for the write.
+    unsafe {
+        block.as_ptr().write(Block {
+            strong: AtomicUsize::new(strong),
+            weak: AtomicUsize::new(1),
+            node,
+        });
+    }
+    block
+}
+
+impl Deref for NodeRef {
+    type Target = Node;
+
+    #[inline]
+    fn deref(&self) -> &Node {
+        &self.block().node
+    }
+}
+
+impl Clone for NodeRef {
+    #[inline]
+    fn clone(&self) -> NodeRef {
+        // Relaxed: a new reference can only be made from an existing one,
+        // which keeps the node alive meanwhile (as in `Arc::clone`).
+        let previous = self.block().strong.fetch_add(1, Ordering::Relaxed);
+        if previous > MAX_REFS {
+            std::process::abort();
+        }
+        NodeRef { block: self.block }
+    }
+}
+
+impl Drop for NodeRef {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: `self` is a strong reference, given up here and never used
+        // again.
+        unsafe { release_strong(self.block) }
+    }
+}
+
+/// Gives up one strong reference to `block`. If it was the last, drops the
+/// node and frees the block, then gives up the node's reference to its
+/// parent the same way, and so on up the chain: iteratively, so a chain of
+/// any depth is freed in constant stack.
+///
+/// # Safety
+///
+/// The caller owns one strong reference to `block` and does not use it after.
+unsafe fn release_strong(mut block: NonNull<Block>) {
+    loop {
+        // SAFETY: our strong reference keeps the block alive until the
+        // decrement below.
+        let counts = unsafe { block.as_ref() };
+        // Release: our reads and writes of the node happen before its drop by
+        // whoever lets go last.
+        if counts.strong.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Acquire: pairs with every other owner's Release decrement, so their
+        // uses of the node happen before we drop it.
+        fence(Ordering::Acquire);
+        // SAFETY: the strong count reached zero, so no `NodeRef` remains and
+        // none can be made (`upgrade` refuses zero): we have the node to
+        // ourselves.
+        let node = unsafe { &mut (*block.as_ptr()).node };
+        node.release();
+        // Taken before the node is dropped, so that dropping the node's own
+        // fields (a value layer's reference to the scope above, say) never
+        // frees the chain above recursively: the parent keeps it alive until
+        // the next turn of this loop.
+        let parent = node.take_parent();
+        // SAFETY: the node is ours (above) and dropped once; nothing reads it
+        // after, and the block's counts are not part of it.
+        unsafe { std::ptr::drop_in_place(node) };
+        // SAFETY: the strong references' implicit weak reference is ours to
+        // give up now that the node is dropped.
+        unsafe { release_weak(block, true) };
+        let Some(parent) = parent else {
+            return;
+        };
+        // The parent's strong reference is released by the next turn.
+        block = ManuallyDrop::new(parent).block;
+    }
+}
+
+/// Gives up one weak reference to `block`, freeing it if it was the last.
+/// `implicit` is true for the one the strong references held together: then
+/// no `NodeRef` exists any more, and a weak count of one means no
+/// `WeakNodeRef` exists either, nor can one be made (that needs a reference
+/// of either kind), so the block is freed without a read-modify-write.
+///
+/// # Safety
+///
+/// The caller owns the weak reference and does not use it after.
+unsafe fn release_weak(block: NonNull<Block>, implicit: bool) {
+    // SAFETY: our weak reference keeps the block allocated.
+    let counts = unsafe { block.as_ref() };
+    // Acquire: pairs with the Release decrements of weak references dropped
+    // before, so their reads of the block happen before we free it.
+    let last = (implicit && counts.weak.load(Ordering::Acquire) == 1)
+        || counts.weak.fetch_sub(1, Ordering::Release) == 1;
+    if !last {
+        return;
+    }
+    fence(Ordering::Acquire);
+    // SAFETY: the last reference of either kind is gone: nobody can reach
+    // the block. It was allocated by `allocate` with this layout; the node
+    // was dropped when the strong count reached zero, and the counts need no
+    // drop.
+    unsafe { dealloc(block.as_ptr().cast(), Layout::new::<Block>()) }
+}
+
+impl WeakNodeRef {
+    /// A strong reference, if the node still lives.
+    pub(crate) fn upgrade(&self) -> Option<NodeRef> {
+        // SAFETY: our weak reference keeps the block allocated.
+        let strong = &unsafe { self.block.as_ref() }.strong;
+        let mut count = strong.load(Ordering::Relaxed);
+        loop {
+            if count == 0 {
+                return None; // the node is dropped, or being dropped
+            }
+            if count > MAX_REFS {
+                std::process::abort();
+            }
+            // Acquire on success, as in `Weak::upgrade`: what the node's
+            // other owners did before we read it stays ordered before.
+            match strong.compare_exchange_weak(
+                count,
+                count + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(NodeRef { block: self.block }),
+                Err(now) => count = now,
+            }
+        }
+    }
+}
+
+impl Drop for WeakNodeRef {
+    fn drop(&mut self) {
+        // SAFETY: `self` is a weak reference, given up here and never used
+        // again.
+        unsafe { release_weak(self.block, false) }
+    }
+}
