@@ -197,11 +197,19 @@ pub(crate) enum Origin {
     Parent,
 }
 
+/// How a scope with a deadline of its own ends when the deadline comes.
+pub(crate) struct Expiry {
+    /// The deadline had passed when the scope was asked for: end it at once.
+    pub(crate) passed: bool,
+    /// `None`: `DeadlineExceeded`'s default cause.
+    pub(crate) cause: Option<Cause>,
+}
+
 /// Registers a freshly built scope `node` with the nearest scope above it, or
-/// ends it at once if that scope is already done or the deadline has passed.
+/// ends it at once if that scope is already done or its deadline has passed.
 ///
-/// `deadline_cause` is the cause for the scope's own deadline, if it has one.
-pub(crate) fn attach(node: &NodeRef, deadline_cause: Option<Cause>) {
+/// `expiry` is given for (and only for) a scope with its own deadline.
+pub(crate) fn attach(node: &NodeRef, expiry: Option<Expiry>) {
     let scope = node.scope().expect("attach takes a scope node");
     let parent = node.parent().scope_node();
     if let Some(parent) = parent {
@@ -220,15 +228,15 @@ pub(crate) fn attach(node: &NodeRef, deadline_cause: Option<Cause>) {
             }
         }
     }
-    if !scope.own_deadline {
+    let Some(Expiry { passed, cause }) = expiry else {
+        return;
+    };
+    if passed {
+        cancel(node, Error::DeadlineExceeded, cause, Origin::Timer);
         return;
     }
     let deadline = scope.deadline;
-    if deadline <= Deadline::now() {
-        cancel(node, Error::DeadlineExceeded, deadline_cause, Origin::Timer);
-        return;
-    }
-    timer::insert(deadline, node, deadline_cause);
+    timer::insert(deadline, node, cause);
     if scope.is_done() {
         // The parent ended us between registration and the insert above, and
         // its removal of our timer entry may have come first: take it out now.

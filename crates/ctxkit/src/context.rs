@@ -180,7 +180,7 @@ impl Context {
     /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
     /// ```
     pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
-        self.with_scope(Some((deadline, None)))
+        self.with_scope(Some(OwnDeadline::at(deadline, None)))
     }
 
     /// [`with_deadline`](Context::with_deadline)`(now + timeout)`.
@@ -195,7 +195,7 @@ impl Context {
     /// assert!(ctx.is_done());
     /// ```
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
-        self.with_deadline(deadline_after(timeout))
+        self.with_scope(Some(OwnDeadline::after(timeout, None)))
     }
 
     /// Like [`with_deadline`](Context::with_deadline), but when the deadline
@@ -223,7 +223,7 @@ impl Context {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.with_scope(Some((deadline, Some(Arc::new(cause)))))
+        self.with_scope(Some(OwnDeadline::at(deadline, Some(Arc::new(cause)))))
     }
 
     /// [`with_deadline_cause`](Context::with_deadline_cause)`(now + timeout, cause)`.
@@ -240,17 +240,21 @@ impl Context {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.with_deadline_cause(deadline_after(timeout), cause)
+        self.with_scope(Some(OwnDeadline::after(timeout, Some(Arc::new(cause)))))
     }
 
-    fn with_scope(&self, own: Option<(Instant, Option<Cause>)>) -> (Context, CancelHandle) {
+    fn with_scope(&self, own: Option<OwnDeadline>) -> (Context, CancelHandle) {
         let parent = self.scope();
         let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
-        let (deadline, own_deadline, deadline_cause) = match own {
-            Some((deadline, cause)) => {
-                let deadline = Deadline::from_instant(deadline);
+        let (deadline, own_deadline, expiry) = match own {
+            Some(own) => {
+                let deadline = Deadline::from_instant(own.at);
                 if deadline < inherited {
-                    (deadline, true, cause)
+                    let expiry = cancel::Expiry {
+                        passed: own.passed,
+                        cause: own.cause,
+                    };
+                    (deadline, true, Some(expiry))
                 } else {
                     (inherited, false, None)
                 }
@@ -269,7 +273,7 @@ impl Context {
             layer: Layer::Cancel(Scope::new(deadline, own_deadline)),
         });
         if parent.is_some() || own_deadline {
-            cancel::attach(&node, deadline_cause);
+            cancel::attach(&node, expiry);
         }
         (Context { node: Some(node) }, CancelHandle::new(handle_node))
     }
@@ -509,11 +513,36 @@ impl Context {
 impl std::panic::UnwindSafe for Context {}
 impl std::panic::RefUnwindSafe for Context {}
 
-/// `now + timeout`, saturating far in the future rather than overflowing.
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+/// A deadline given to `with_deadline` or `with_timeout`, with its cause.
+struct OwnDeadline {
+    at: Instant,
+    /// Whether `at` had passed when the context was asked for.
+    passed: bool,
+    cause: Option<Cause>,
+}
+
+impl OwnDeadline {
+    fn at(at: Instant, cause: Option<Cause>) -> OwnDeadline {
+        OwnDeadline {
+            at,
+            passed: at <= Instant::now(),
+            cause,
+        }
+    }
+
+    /// `now + timeout`, saturating far in the future rather than
+    /// overflowing. One clock read: a non-zero timeout has not passed yet.
+    fn after(timeout: Duration, cause: Option<Cause>) -> OwnDeadline {
+        let now = Instant::now();
+        let at = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        OwnDeadline {
+            at,
+            passed: timeout.is_zero(),
+            cause,
+        }
+    }
 }
 
 /// Prints the chain like Go's `String()`: `context.Background.WithCancel`,
