@@ -66,6 +66,7 @@ pub(crate) enum Inner {
 }
 
 impl Scope {
+    #[inline]
     pub(crate) fn new(deadline: Deadline, own_deadline: bool) -> Scope {
         Scope {
             status: AtomicU8::new(LIVE),
@@ -79,6 +80,7 @@ impl Scope {
     /// A scope born ended with `err` and its default cause: the child of a
     /// parent that [`ended_with_default_cause`](Scope::ended_with_default_cause).
     /// It needs no registration and no timer entry, and never takes a lock.
+    #[inline]
     pub(crate) fn new_done(deadline: Deadline, own_deadline: bool, err: Error) -> Scope {
         Scope {
             status: AtomicU8::new(status_of(err)),
@@ -314,6 +316,7 @@ fn deregister_from_parent(node: &Node, scope: &Scope) {
 /// Called when the last reference to a scope node goes away: a live scope
 /// leaves its parent and the timer. Nothing can observe it any more, so it is
 /// not cancelled; its registrations can only be of its own (dead) kind.
+#[inline]
 pub(crate) fn release(node: &Node, scope: &Scope) {
     if !scope.own_deadline && node.parent().scope_node().is_none() {
         return; // nothing points at this scope

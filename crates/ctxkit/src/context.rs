@@ -95,6 +95,7 @@ impl Node {
     /// Called once, by the last owner, before the node is dropped: a scope
     /// leaves its parent and the timer. (The chain above is released by
     /// `node_ref`, iteratively.)
+    #[inline]
     pub(crate) fn release(&self) {
         if let Layer::Cancel(scope) = &self.layer {
             cancel::release(self, scope);
@@ -102,6 +103,7 @@ impl Node {
     }
 
     /// The parent's reference, taken out so that the caller releases it.
+    #[inline]
     pub(crate) fn take_parent(&mut self) -> Option<NodeRef> {
         self.parent.node.take()
     }
@@ -137,6 +139,7 @@ impl Context {
             .clone()
     }
 
+    #[inline]
     fn derive(&self, layer: Layer) -> Context {
         Context {
             node: Some(NodeRef::new(Node {
@@ -159,6 +162,7 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::Canceled));
     /// assert!(!parent.is_done(), "cancellation flows down, never up");
     /// ```
+    #[inline]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
         self.with_scope(None)
     }
@@ -243,6 +247,7 @@ impl Context {
         self.with_scope(Some(OwnDeadline::after(timeout, Some(Arc::new(cause)))))
     }
 
+    #[inline]
     fn with_scope(&self, own: Option<OwnDeadline>) -> (Context, CancelHandle) {
         let parent = self.scope();
         let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);

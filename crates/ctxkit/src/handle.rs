@@ -42,6 +42,7 @@ enum Target {
 }
 
 impl CancelHandle {
+    #[inline]
     pub(crate) fn new(node: NodeRef) -> CancelHandle {
         CancelHandle {
             target: Target::Scope(node),
@@ -49,6 +50,7 @@ impl CancelHandle {
     }
 
     /// The handle of a scope that was done from the start.
+    #[inline]
     pub(crate) fn ended(err: Error) -> CancelHandle {
         CancelHandle {
             target: Target::Ended(err),
@@ -68,6 +70,7 @@ impl CancelHandle {
     /// cancel.cancel(); // idempotent
     /// assert!(grandchild.is_done());
     /// ```
+    #[inline]
     pub fn cancel(&self) {
         if let Some(node) = self.live_node() {
             // `None`: the default cause, without touching its shared count.
@@ -113,10 +116,12 @@ impl CancelHandle {
     /// cancel_parent.cancel();
     /// assert!(ctx.is_done());
     /// ```
+    #[inline]
     pub fn detach(mut self) {
         self.target = Target::Detached;
     }
 
+    #[inline]
     fn live_node(&self) -> Option<&NodeRef> {
         let Target::Scope(node) = &self.target else {
             return None;
@@ -129,6 +134,7 @@ impl CancelHandle {
 }
 
 impl Drop for CancelHandle {
+    #[inline]
     fn drop(&mut self) {
         self.cancel();
     }

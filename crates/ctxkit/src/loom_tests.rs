@@ -157,6 +157,52 @@ fn default_cancel_vs_child_registration() {
     outcomes.assert_all_seen(&["born done", "live, then drained"]);
 }
 
+/// Counts its drops: held in a context's value layer, it tells whether the
+/// node was dropped, and how many times.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The last references to a chain go away on two threads at once: a scope's
+/// handle (detached) and context on one, a clone of a value context below it
+/// on the other, with a child scope registered (weakly) in the scope and
+/// cancelled meanwhile. Whichever thread lets go last frees each node, by
+/// the counts' sole-owner shortcut or by their decrement: every node is
+/// dropped exactly once, and the parent is left with no registration.
+#[test]
+fn last_owners_let_go_at_once() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (parent, _parent_cancel) = Context::background().with_cancel();
+        let (scope, handle) = parent.with_cancel();
+        let valued = scope.with_value(DropCount(drops.clone()));
+        let (child, child_cancel) = valued.with_cancel();
+        let other = {
+            let valued = valued.clone();
+            thread::spawn(move || {
+                child_cancel.cancel();
+                drop(child);
+                drop(valued);
+            })
+        };
+        handle.detach();
+        drop(scope);
+        drop(valued);
+        other.join().unwrap();
+
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            1,
+            "the value is dropped once"
+        );
+        assert_eq!(parent.registrations(), 0, "the freed scope left its parent");
+    });
+}
+
 /// A child cancelled by its own handle while its parent is cancelled:
 /// whichever comes first ends it, nothing is removed twice, and the freed
 /// child leaves no trace in its parent.

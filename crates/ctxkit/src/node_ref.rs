@@ -4,14 +4,15 @@
 //! Every derived context is one [`Node`] in one heap block, shared by the
 //! contexts that view it, its [`CancelHandle`](crate::CancelHandle), and its
 //! children. `std::sync::Arc` would do, but a derivation is mostly reference
-//! counting, and three things `Arc` cannot offer save a third of it:
+//! counting, and what `Arc` cannot offer saves most of it:
 //!
 //! - [`NodeRef::new_pair`] starts a block with two owners (the context and
 //!   its handle) instead of creating one and cloning it: one atomic
-//!   read-modify-write less per `with_cancel`.
-//! - The last owner frees the block without touching the weak count when no
-//!   [`WeakNodeRef`] exists (the usual case: a child that left its parent,
-//!   a timeout that was cancelled): one more.
+//!   read-modify-write (RMW) less per `with_cancel`.
+//! - Both counts live in one word, so one load tells an owner that it is the
+//!   only reference of either kind. Such an owner (the common case: a
+//!   context dropped after its handle, with no registration pointing at it)
+//!   frees the node with no RMW at all, where `Arc` needs two.
 //! - The last owner of a node releases its parent in the same loop, so a
 //!   chain of any depth is freed without recursion and without moving each
 //!   node out of its block first.
@@ -24,27 +25,45 @@
 //!
 //! # Invariants
 //!
-//! - `strong` counts the [`NodeRef`]s. The node is dropped when it reaches
-//!   zero, never before, and a `NodeRef` is never made from zero again.
-//! - `weak` counts the [`WeakNodeRef`]s, plus one held by all the strong
-//!   references together. The block is freed when it reaches zero.
+//! - The strong count counts the [`NodeRef`]s. The node is dropped once it
+//!   reaches zero (or once the only `NodeRef` is given up with no
+//!   `WeakNodeRef` left), and a `NodeRef` is never made from zero again.
+//! - The weak count counts the [`WeakNodeRef`]s, plus one held by all the
+//!   strong references together. The block is freed when both reach zero.
+//! - A new reference of either kind is only ever made from an existing one:
+//!   whoever holds the only reference of both kinds holds the block alone.
 
 use crate::context::Node;
-use crate::sync::{fence, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
 struct Block {
-    strong: AtomicUsize,
-    weak: AtomicUsize,
+    /// The strong count in the low half, the weak count in the high half.
+    counts: AtomicU64,
     node: Node,
 }
 
-/// Counts beyond this are a leak of references in a loop; abort rather than
-/// overflow into a use after free (as `Arc` does).
-const MAX_REFS: usize = isize::MAX as usize;
+/// One strong reference, in `Block::counts`.
+const STRONG: u64 = 1;
+/// One weak reference, in `Block::counts`.
+const WEAK: u64 = 1 << 32;
+/// The counts of a block held by exactly one `NodeRef` and no `WeakNodeRef`.
+const SOLE_OWNER: u64 = STRONG + WEAK;
+/// Counts beyond this are references leaked in a loop; abort rather than
+/// overflow into a use after free (as `Arc` does). Two billion references
+/// to one context is far beyond any real program.
+const MAX_REFS: u64 = i32::MAX as u64;
+
+fn strong_count(counts: u64) -> u64 {
+    counts & (WEAK - 1)
+}
+
+fn weak_count(counts: u64) -> u64 {
+    counts >> 32
+}
 
 /// A strong reference to a node: keeps it alive and readable.
 pub(crate) struct NodeRef {
@@ -73,6 +92,7 @@ unsafe impl Sync for WeakNodeRef {}
 
 impl NodeRef {
     /// A node with one owner.
+    #[inline]
     pub(crate) fn new(node: Node) -> NodeRef {
         NodeRef {
             block: allocate(node, 1),
@@ -81,6 +101,7 @@ impl NodeRef {
 
     /// A node with two owners, as if [`new`](NodeRef::new) and then cloned,
     /// without the clone's atomic increment.
+    #[inline]
     pub(crate) fn new_pair(node: Node) -> (NodeRef, NodeRef) {
         let block = allocate(node, 2);
         (NodeRef { block }, NodeRef { block })
@@ -94,15 +115,16 @@ impl NodeRef {
     pub(crate) fn downgrade(this: &NodeRef) -> WeakNodeRef {
         // Relaxed: our strong reference keeps the block alive, so nothing
         // needs ordering here (as in `Arc::downgrade`).
-        let previous = this.block().weak.fetch_add(1, Ordering::Relaxed);
-        if previous > MAX_REFS {
+        let previous = this.block().counts.fetch_add(WEAK, Ordering::Relaxed);
+        if weak_count(previous) >= MAX_REFS {
             std::process::abort();
         }
         WeakNodeRef { block: this.block }
     }
 }
 
-fn allocate(node: Node, strong: usize) -> NonNull<Block> {
+#[inline]
+fn allocate(node: Node, strong: u64) -> NonNull<Block> {
     let block = spare::take().unwrap_or_else(|| {
         let layout = Layout::new::<Block>();
         // SAFETY: `Block` has a non-zero size.
@@ -113,8 +135,7 @@ fn allocate(node: Node, strong: usize) -> NonNull<Block> {
     // node was dropped and which nobody can reach), so valid for the write.
     unsafe {
         block.as_ptr().write(Block {
-            strong: AtomicUsize::new(strong),
-            weak: AtomicUsize::new(1),
+            counts: AtomicU64::new(strong * STRONG + WEAK),
             node,
         });
     }
@@ -135,8 +156,8 @@ impl Clone for NodeRef {
     fn clone(&self) -> NodeRef {
         // Relaxed: a new reference can only be made from an existing one,
         // which keeps the node alive meanwhile (as in `Arc::clone`).
-        let previous = self.block().strong.fetch_add(1, Ordering::Relaxed);
-        if previous > MAX_REFS {
+        let previous = self.block().counts.fetch_add(STRONG, Ordering::Relaxed);
+        if strong_count(previous) >= MAX_REFS {
             std::process::abort();
         }
         NodeRef { block: self.block }
@@ -162,20 +183,29 @@ impl Drop for NodeRef {
 /// The caller owns one strong reference to `block` and does not use it after.
 unsafe fn release_strong(mut block: NonNull<Block>) {
     loop {
-        // SAFETY: our strong reference keeps the block alive until the
-        // decrement below.
-        let counts = unsafe { block.as_ref() };
-        // Release: our reads and writes of the node happen before its drop by
-        // whoever lets go last.
-        if counts.strong.fetch_sub(1, Ordering::Release) != 1 {
-            return;
+        // SAFETY: our strong reference keeps the block alive until we give
+        // it up below.
+        let counts = unsafe { &block.as_ref().counts };
+        // Acquire: if we are the sole owner, this load reads what the last
+        // other reference's Release decrement wrote, so everything its owner
+        // did happens before we drop the node. Nobody else can then make a
+        // reference (there is none to make it from), so the counts are ours
+        // and need no update: the block is about to be freed.
+        let sole_owner = counts.load(Ordering::Acquire) == SOLE_OWNER;
+        if !sole_owner {
+            // Release: our uses of the node happen before its drop by
+            // whoever lets go last.
+            let previous = counts.fetch_sub(STRONG, Ordering::Release);
+            if strong_count(previous) != 1 {
+                return;
+            }
+            // Acquire: pairs with every other owner's Release decrement, so
+            // their uses of the node happen before we drop it.
+            fence(Ordering::Acquire);
         }
-        // Acquire: pairs with every other owner's Release decrement, so their
-        // uses of the node happen before we drop it.
-        fence(Ordering::Acquire);
-        // SAFETY: the strong count reached zero, so no `NodeRef` remains and
-        // none can be made (`upgrade` refuses zero): we have the node to
-        // ourselves.
+        // SAFETY: no `NodeRef` remains and none can be made (`upgrade`
+        // refuses a zero strong count; a sole owner has no `WeakNodeRef` to
+        // upgrade): we have the node to ourselves.
         let node = unsafe { &mut (*block.as_ptr()).node };
         node.release();
         // Taken before the node is dropped, so that dropping the node's own
@@ -186,9 +216,14 @@ unsafe fn release_strong(mut block: NonNull<Block>) {
         // SAFETY: the node is ours (above) and dropped once; nothing reads it
         // after, and the block's counts are not part of it.
         unsafe { std::ptr::drop_in_place(node) };
-        // SAFETY: the strong references' implicit weak reference is ours to
-        // give up now that the node is dropped.
-        unsafe { release_weak(block, true) };
+        if sole_owner {
+            // SAFETY: unreachable by anyone else all along (above).
+            unsafe { free(block) };
+        } else {
+            // SAFETY: the strong references' implicit weak reference is ours
+            // to give up now that the node is dropped.
+            unsafe { release_weak(block, true) };
+        }
         let Some(parent) = parent else {
             return;
         };
@@ -206,20 +241,32 @@ unsafe fn release_strong(mut block: NonNull<Block>) {
 /// # Safety
 ///
 /// The caller owns the weak reference and does not use it after.
+#[inline]
 unsafe fn release_weak(block: NonNull<Block>, implicit: bool) {
     // SAFETY: our weak reference keeps the block allocated.
-    let counts = unsafe { block.as_ref() };
+    let counts = unsafe { &block.as_ref().counts };
     // Acquire: pairs with the Release decrements of weak references dropped
-    // before, so their reads of the block happen before we free it.
-    let last = (implicit && counts.weak.load(Ordering::Acquire) == 1)
-        || counts.weak.fetch_sub(1, Ordering::Release) == 1;
+    // before, so their reads of the block happen before we free it. (The
+    // strong count is zero whenever a weak reference is the last one.)
+    let last = (implicit && counts.load(Ordering::Acquire) == WEAK)
+        || counts.fetch_sub(WEAK, Ordering::Release) == WEAK;
     if !last {
         return;
     }
     fence(Ordering::Acquire);
-    // The last reference of either kind is gone: nobody can reach the block.
-    // The node was dropped when the strong count reached zero, and the counts
-    // need no drop.
+    // SAFETY: the last reference of either kind is gone: nobody can reach
+    // the block.
+    unsafe { free(block) }
+}
+
+/// Frees `block`, whose node has been dropped.
+///
+/// # Safety
+///
+/// Nobody can reach `block` any more.
+#[inline]
+unsafe fn free(block: NonNull<Block>) {
+    // The counts need no drop.
     if let Err(block) = spare::keep(block) {
         // SAFETY: allocated by `allocate` with this layout, and unreachable.
         unsafe { dealloc(block.as_ptr().cast(), Layout::new::<Block>()) }
@@ -230,25 +277,26 @@ impl WeakNodeRef {
     /// A strong reference, if the node still lives.
     pub(crate) fn upgrade(&self) -> Option<NodeRef> {
         // SAFETY: our weak reference keeps the block allocated.
-        let strong = &unsafe { self.block.as_ref() }.strong;
-        let mut count = strong.load(Ordering::Relaxed);
+        let counts = &unsafe { self.block.as_ref() }.counts;
+        let mut current = counts.load(Ordering::Relaxed);
         loop {
-            if count == 0 {
+            let strong = strong_count(current);
+            if strong == 0 {
                 return None; // the node is dropped, or being dropped
             }
-            if count > MAX_REFS {
+            if strong >= MAX_REFS {
                 std::process::abort();
             }
             // Acquire on success, as in `Weak::upgrade`: what the node's
             // other owners did before we read it stays ordered before.
-            match strong.compare_exchange_weak(
-                count,
-                count + 1,
+            match counts.compare_exchange_weak(
+                current,
+                current + STRONG,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Some(NodeRef { block: self.block }),
-                Err(now) => count = now,
+                Err(now) => current = now,
             }
         }
     }
@@ -301,6 +349,7 @@ mod spare {
     }
 
     /// A kept block, if this thread has one. Its contents are garbage.
+    #[inline]
     pub(super) fn take() -> Option<NonNull<Block>> {
         // `try_with`: while the thread exits, the cache may be gone already.
         SPARE.try_with(|spare| spare.borrow_mut().0.pop()).ok()?
@@ -308,6 +357,7 @@ mod spare {
 
     /// Keeps `block`, which must be unreachable, its node dropped; hands it
     /// back if this thread keeps enough already.
+    #[inline]
     pub(super) fn keep(block: NonNull<Block>) -> Result<(), NonNull<Block>> {
         let kept = SPARE.try_with(|spare| {
             let mut spare = spare.borrow_mut();
@@ -331,10 +381,12 @@ mod spare {
     use super::Block;
     use std::ptr::NonNull;
 
+    #[inline]
     pub(super) fn take() -> Option<NonNull<Block>> {
         None
     }
 
+    #[inline]
     pub(super) fn keep(block: NonNull<Block>) -> Result<(), NonNull<Block>> {
         Err(block)
     }
