@@ -164,7 +164,9 @@ impl Context {
     /// ```
     #[inline]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        self.with_scope(None)
+        let parent = self.scope();
+        let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
+        self.new_scope(parent, inherited, None)
     }
 
     /// A child context that is also cancelled, with
@@ -184,7 +186,7 @@ impl Context {
     /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
     /// ```
     pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
-        self.with_scope(Some(OwnDeadline::at(deadline, None)))
+        self.with_deadline_of(OwnDeadline::at(deadline, None))
     }
 
     /// [`with_deadline`](Context::with_deadline)`(now + timeout)`.
@@ -199,7 +201,7 @@ impl Context {
     /// assert!(ctx.is_done());
     /// ```
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
-        self.with_scope(Some(OwnDeadline::after(timeout, None)))
+        self.with_deadline_of(OwnDeadline::after(timeout, None))
     }
 
     /// Like [`with_deadline`](Context::with_deadline), but when the deadline
@@ -227,7 +229,7 @@ impl Context {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.with_scope(Some(OwnDeadline::at(deadline, Some(Arc::new(cause)))))
+        self.with_deadline_of(OwnDeadline::at(deadline, Some(Arc::new(cause))))
     }
 
     /// [`with_deadline_cause`](Context::with_deadline_cause)`(now + timeout, cause)`.
@@ -244,28 +246,36 @@ impl Context {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.with_scope(Some(OwnDeadline::after(timeout, Some(Arc::new(cause)))))
+        self.with_deadline_of(OwnDeadline::after(timeout, Some(Arc::new(cause))))
     }
 
     #[inline]
-    fn with_scope(&self, own: Option<OwnDeadline>) -> (Context, CancelHandle) {
+    /// A child scope whose deadline is the earlier of `own` and the
+    /// inherited one.
+    fn with_deadline_of(&self, own: OwnDeadline) -> (Context, CancelHandle) {
         let parent = self.scope();
         let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
-        let (deadline, own_deadline, expiry) = match own {
-            Some(own) => {
-                let deadline = Deadline::from_instant(own.at);
-                if deadline < inherited {
-                    let expiry = cancel::Expiry {
-                        passed: own.passed,
-                        cause: own.cause,
-                    };
-                    (deadline, true, Some(expiry))
-                } else {
-                    (inherited, false, None)
-                }
-            }
-            None => (inherited, false, None),
+        let deadline = Deadline::from_instant(own.at);
+        if deadline >= inherited {
+            return self.new_scope(parent, inherited, None);
+        }
+        let expiry = cancel::Expiry {
+            passed: own.passed,
+            cause: own.cause,
         };
+        self.new_scope(parent, deadline, Some(expiry))
+    }
+
+    /// A child scope under `parent` (this context's scope) with `deadline`,
+    /// its own if `expiry` is given, else inherited.
+    #[inline]
+    fn new_scope(
+        &self,
+        parent: Option<&Scope>,
+        deadline: Deadline,
+        expiry: Option<cancel::Expiry>,
+    ) -> (Context, CancelHandle) {
+        let own_deadline = expiry.is_some();
         // A child of a scope that ended with its default cause is born done:
         // no lock, no registration, no timer entry. (Any other done parent is
         // caught by `attach`, under the parent's lock.)
