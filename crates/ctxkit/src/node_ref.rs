@@ -391,3 +391,86 @@ mod spare {
         Err(block)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::Context;
+
+    fn counts(node: &NodeRef) -> (u64, u64) {
+        let counts = node.block().counts.load(Ordering::Relaxed);
+        (strong_count(counts), weak_count(counts))
+    }
+
+    fn scope_node(ctx: &Context) -> &NodeRef {
+        ctx.scope_node().expect("a cancel scope")
+    }
+
+    /// The block size is part of the published bytes per child.
+    #[test]
+    fn a_block_is_a_node_and_one_word() {
+        assert_eq!(
+            std::mem::size_of::<Block>(),
+            std::mem::size_of::<Node>() + 8
+        );
+        assert!(std::mem::size_of::<Block>() <= 64);
+    }
+
+    #[test]
+    fn a_pair_is_born_with_two_owners_and_counts_follow_references() {
+        let (ctx, handle) = Context::background().with_cancel();
+        let node = scope_node(&ctx);
+        assert_eq!(counts(node), (2, 1), "context and handle, implicit weak");
+        let clone = ctx.clone();
+        assert_eq!(counts(node), (3, 1));
+        let weak = NodeRef::downgrade(node);
+        assert_eq!(counts(node), (3, 2));
+        drop(clone);
+        handle.detach();
+        assert_eq!(counts(node), (1, 2));
+        let upgraded = weak.upgrade().expect("still alive");
+        assert_eq!(counts(&upgraded), (2, 2));
+        drop(upgraded);
+        drop(ctx);
+        assert!(weak.upgrade().is_none(), "the last owner dropped the node");
+    }
+
+    #[test]
+    fn a_deep_chain_is_freed_without_recursion() {
+        let mut ctx = Context::background();
+        for _ in 0..200_000 {
+            let (child, handle) = ctx.with_cancel();
+            handle.detach();
+            ctx = child;
+        }
+        let leaf = NodeRef::downgrade(scope_node(&ctx));
+        drop(ctx);
+        assert!(leaf.upgrade().is_none());
+    }
+
+    #[test]
+    fn spare_blocks_are_reused_and_bounded() {
+        // Empty this thread's spares, then free more blocks than it keeps.
+        while let Some(block) = spare::take() {
+            // SAFETY: a kept block is unreachable; it came from `allocate`.
+            unsafe { dealloc(block.as_ptr().cast(), Layout::new::<Block>()) }
+        }
+        let contexts: Vec<_> = (0..1_500)
+            .map(|_| {
+                let (ctx, handle) = Context::background().with_cancel();
+                handle.detach();
+                ctx
+            })
+            .collect();
+        drop(contexts);
+        let mut kept = Vec::new();
+        while let Some(block) = spare::take() {
+            kept.push(block);
+        }
+        assert_eq!(kept.len(), 1_024, "the thread keeps at most its bound");
+        for block in kept {
+            // SAFETY: as above.
+            unsafe { dealloc(block.as_ptr().cast(), Layout::new::<Block>()) }
+        }
+    }
+}
