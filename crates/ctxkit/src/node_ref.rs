@@ -167,42 +167,42 @@ impl Clone for NodeRef {
 impl Drop for NodeRef {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: `self` is a strong reference, given up here and never used
-        // again.
-        unsafe { release_strong(self.block) }
+        let counts = &self.block().counts;
+        // The common case first, inline: another reference remains. (A sole
+        // owner is not decremented: `release_strong` frees it as it is.)
+        // Release: our uses of the node happen before its drop by whoever
+        // lets go last.
+        if counts.load(Ordering::Relaxed) != SOLE_OWNER
+            && strong_count(counts.fetch_sub(STRONG, Ordering::Release)) != 1
+        {
+            return;
+        }
+        // SAFETY: `self` was the last strong reference, given up here and
+        // never used again.
+        unsafe { release_last_strong(self.block) }
     }
 }
 
-/// Gives up one strong reference to `block`. If it was the last, drops the
-/// node and frees the block, then gives up the node's reference to its
-/// parent the same way, and so on up the chain: iteratively, so a chain of
-/// any depth is freed in constant stack.
+/// Drops the node of `block`, whose last strong reference was just given up
+/// (decremented to zero, or left at one by a sole owner), and frees the
+/// block; then gives up the node's reference to its parent the same way, and
+/// so on up the chain: iteratively, so a chain of any depth is freed in
+/// constant stack.
 ///
 /// # Safety
 ///
-/// The caller owns one strong reference to `block` and does not use it after.
-unsafe fn release_strong(mut block: NonNull<Block>) {
+/// The caller gave up the last strong reference to `block` as `drop` does.
+unsafe fn release_last_strong(mut block: NonNull<Block>) {
     loop {
-        // SAFETY: our strong reference keeps the block alive until we give
-        // it up below.
+        // SAFETY: the block stays allocated until we free it below.
         let counts = unsafe { &block.as_ref().counts };
-        // Acquire: if we are the sole owner, this load reads what the last
-        // other reference's Release decrement wrote, so everything its owner
-        // did happens before we drop the node. Nobody else can then make a
-        // reference (there is none to make it from), so the counts are ours
-        // and need no update: the block is about to be freed.
+        // Acquire: a sole owner's load reads what the last other reference's
+        // Release decrement wrote; after a decrement to zero, pairs with
+        // every other owner's. Either way their uses of the node happen
+        // before we drop it. A sole owner (no reference of either kind but
+        // ours) needs no update of the counts: the block is about to be
+        // freed, and nobody can make a reference from nothing.
         let sole_owner = counts.load(Ordering::Acquire) == SOLE_OWNER;
-        if !sole_owner {
-            // Release: our uses of the node happen before its drop by
-            // whoever lets go last.
-            let previous = counts.fetch_sub(STRONG, Ordering::Release);
-            if strong_count(previous) != 1 {
-                return;
-            }
-            // Acquire: pairs with every other owner's Release decrement, so
-            // their uses of the node happen before we drop it.
-            fence(Ordering::Acquire);
-        }
         // SAFETY: no `NodeRef` remains and none can be made (`upgrade`
         // refuses a zero strong count; a sole owner has no `WeakNodeRef` to
         // upgrade): we have the node to ourselves.
@@ -227,8 +227,15 @@ unsafe fn release_strong(mut block: NonNull<Block>) {
         let Some(parent) = parent else {
             return;
         };
-        // The parent's strong reference is released by the next turn.
-        block = ManuallyDrop::new(parent).block;
+        // Give up the node's reference to its parent as `drop` does.
+        let parent = ManuallyDrop::new(parent);
+        let counts = &parent.block().counts;
+        if counts.load(Ordering::Relaxed) != SOLE_OWNER
+            && strong_count(counts.fetch_sub(STRONG, Ordering::Release)) != 1
+        {
+            return;
+        }
+        block = parent.block;
     }
 }
 
@@ -316,60 +323,122 @@ impl Drop for WeakNodeRef {
 /// Trees are built and torn down in bursts: a request derives its contexts,
 /// then drops them all. glibc's `free` of a small block past its tiny
 /// per-thread cache, and the `malloc` that takes it back, cost as much as the
-/// rest of a derivation; a vector push and pop cost a few instructions. On
-/// the `CancelTree` benchmarks (chains of 100 and 1,000 contexts) this is a
-/// third of the time.
+/// rest of a derivation; a push and a pop on a list threaded through the
+/// kept blocks cost a few instructions. On the `CancelTree` benchmarks
+/// (chains of 100 and 1,000 contexts) this is a third of the time.
 ///
-/// Bounded: at most 1,024 blocks (80 KiB) per thread; beyond that,
-/// and when the thread exits, blocks go back to the allocator.
+/// Bounded: at most 1,024 blocks (80 KiB) per thread; beyond that, and when
+/// the thread exits, blocks go back to the allocator.
 #[cfg(not(loom))]
 mod spare {
     use super::Block;
     use std::alloc::{dealloc, Layout};
-    use std::cell::RefCell;
+    use std::cell::Cell;
     use std::ptr::NonNull;
 
     /// Enough for a chain of a thousand contexts.
     const KEPT: usize = 1024;
 
-    struct Spare(Vec<NonNull<Block>>);
+    /// The kept blocks, as a list threaded through the blocks themselves:
+    /// the first bytes of a kept block hold the address of the next.
+    /// No `Drop`, so reaching it costs no more than a thread-local address;
+    /// [`Guard`] empties it when the thread exits.
+    struct Spare {
+        head: Cell<Option<NonNull<Block>>>,
+        len: Cell<usize>,
+        guard: Cell<GuardState>,
+    }
 
-    impl Drop for Spare {
+    #[derive(Clone, Copy, PartialEq)]
+    enum GuardState {
+        /// The guard has not been touched on this thread yet.
+        Unarmed,
+        /// The guard will empty the list when the thread exits.
+        Armed,
+        /// The thread is exiting: keep nothing more.
+        Gone,
+    }
+
+    struct Guard;
+
+    impl Drop for Guard {
         fn drop(&mut self) {
-            for block in self.0.drain(..) {
-                // SAFETY: every kept block came from `allocate` with this
-                // layout and is unreachable (see `keep`).
-                unsafe { dealloc(block.as_ptr().cast(), Layout::new::<Block>()) }
-            }
+            SPARE.with(|spare| {
+                spare.guard.set(GuardState::Gone);
+                while let Some(block) = pop(spare) {
+                    // SAFETY: every kept block came from `allocate` with
+                    // this layout and is unreachable (see `keep`).
+                    unsafe { dealloc(block.as_ptr().cast(), Layout::new::<Block>()) }
+                }
+            });
         }
     }
 
     thread_local! {
-        static SPARE: RefCell<Spare> = const { RefCell::new(Spare(Vec::new())) };
+        static SPARE: Spare = const {
+            Spare {
+                head: Cell::new(None),
+                len: Cell::new(0),
+                guard: Cell::new(GuardState::Unarmed),
+            }
+        };
+        static GUARD: Guard = const { Guard };
+    }
+
+    /// The address of the next kept block, stored in `block`'s first bytes.
+    fn link(block: NonNull<Block>) -> NonNull<Option<NonNull<Block>>> {
+        // A block is larger than a pointer and at least as aligned.
+        block.cast()
+    }
+
+    fn pop(spare: &Spare) -> Option<NonNull<Block>> {
+        let block = spare.head.get()?;
+        // SAFETY: `keep` wrote the link into this kept block, which nobody
+        // else can reach.
+        spare.head.set(unsafe { link(block).read() });
+        spare.len.set(spare.len.get() - 1);
+        Some(block)
     }
 
     /// A kept block, if this thread has one. Its contents are garbage.
     #[inline]
     pub(super) fn take() -> Option<NonNull<Block>> {
-        // `try_with`: while the thread exits, the cache may be gone already.
-        SPARE.try_with(|spare| spare.borrow_mut().0.pop()).ok()?
+        SPARE.with(pop)
     }
 
     /// Keeps `block`, which must be unreachable, its node dropped; hands it
-    /// back if this thread keeps enough already.
+    /// back if this thread keeps enough already, or is exiting.
     #[inline]
     pub(super) fn keep(block: NonNull<Block>) -> Result<(), NonNull<Block>> {
-        let kept = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.0.len() == KEPT {
-                return false;
+        SPARE.with(|spare| {
+            if spare.len.get() == KEPT || !armed(spare) {
+                return Err(block);
             }
-            spare.0.push(block);
-            true
-        });
-        match kept {
-            Ok(true) => Ok(()),
-            _ => Err(block),
+            // SAFETY: the block is unreachable by anyone else and its node
+            // dropped: its bytes are ours to reuse for the link.
+            unsafe { link(block).write(spare.head.get()) };
+            spare.head.set(Some(block));
+            spare.len.set(spare.len.get() + 1);
+            Ok(())
+        })
+    }
+
+    /// Whether the guard will empty the list at thread exit, arming it on
+    /// first use.
+    fn armed(spare: &Spare) -> bool {
+        match spare.guard.get() {
+            GuardState::Armed => true,
+            GuardState::Gone => false,
+            GuardState::Unarmed => {
+                // Touching the guard registers its destructor; it fails
+                // once the thread's destructors have run.
+                let state = match GUARD.try_with(|_| ()) {
+                    Ok(()) => GuardState::Armed,
+                    Err(_) => GuardState::Gone,
+                };
+                spare.guard.set(state);
+                state == GuardState::Armed
+            }
         }
     }
 }
