@@ -169,7 +169,7 @@ impl Drop for NodeRef {
     fn drop(&mut self) {
         let counts = &self.block().counts;
         // The common case first, inline: another reference remains. (A sole
-        // owner is not decremented: `release_strong` frees it as it is.)
+        // owner is not decremented: `release_last_strong` frees it as it is.)
         // Release: our uses of the node happen before its drop by whoever
         // lets go last.
         if counts.load(Ordering::Relaxed) != SOLE_OWNER
