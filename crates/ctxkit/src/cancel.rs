@@ -34,8 +34,6 @@ use std::any::Any;
 const LIVE: u8 = 0;
 const CANCELED: u8 = 1;
 const DEADLINE_EXCEEDED: u8 = 2;
-/// The node is being dropped: unobservable, it only stops a second release.
-const RELEASED: u8 = 3;
 /// Or-ed into a done status when the scope has a cause of its own rather than
 /// its error's default one: a scope that ended with the default cause can be
 /// inherited from without taking its lock.
@@ -321,16 +319,12 @@ pub(crate) fn release(node: &Node, scope: &Scope) {
     if !scope.own_deadline && node.parent().scope_node().is_none() {
         return; // nothing points at this scope
     }
-    // A scope that ended has left everything already. Done is final, so a
-    // load that sees it done is never stale.
+    // No lock: nothing can cancel us any more (see the invariants above),
+    // and the last owner's Acquire in `node_ref` orders every cancel that
+    // came before: the status is final. A scope that ended has left
+    // everything already.
     if scope.is_done() {
         return;
-    }
-    // No lock: nothing can cancel us any more (see the invariants above). A
-    // swap rather than a store, because an RMW reads the latest status
-    // whatever orders the `Arc` counts (invisible to loom) provide.
-    if scope.status.swap(RELEASED, Ordering::AcqRel) != LIVE {
-        return; // ended after all, or released already
     }
     if scope.own_deadline {
         timer::remove(scope.deadline, node);

@@ -203,6 +203,35 @@ fn last_owners_let_go_at_once() {
     });
 }
 
+/// A child cancelled on one thread is freed on another, while a sibling
+/// derived on a third takes its place in the parent's registry (the same
+/// key). The thread that frees the child must see it cancelled (the
+/// reference counts order the cancel before the free), or it would remove
+/// the sibling's registration in the child's name.
+#[test]
+fn child_cancelled_on_one_thread_freed_on_another() {
+    model(|| {
+        let (parent, parent_cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        let canceller = thread::spawn(move || child_cancel.cancel());
+        let deriver = {
+            let parent = parent.clone();
+            thread::spawn(move || {
+                let (sibling, handle) = parent.with_cancel();
+                handle.detach();
+                sibling
+            })
+        };
+        drop(child);
+        canceller.join().unwrap();
+        let sibling = deriver.join().unwrap();
+
+        assert_eq!(parent.registrations(), 1, "the sibling is still registered");
+        parent_cancel.cancel();
+        assert!(sibling.is_done(), "the parent's cancel reached the sibling");
+    });
+}
+
 /// A child cancelled by its own handle while its parent is cancelled:
 /// whichever comes first ends it, nothing is removed twice, and the freed
 /// child leaves no trace in its parent.
