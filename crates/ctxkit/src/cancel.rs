@@ -21,19 +21,30 @@
 //! - Only a holder of a strong reference cancels a scope (the parent's drain
 //!   and the timer upgrade their weak ones first). So once the last strong
 //!   reference is gone, `release` runs alone: no cancel can race it.
+//! - A child may register in its parent's `first_child` slot without the
+//!   lock. `finish` swaps `SLOT_CLOSED` into the slot, taking any child
+//!   there; a child fills only an empty slot. Both are read-modify-writes of
+//!   the one slot, so they order: a child is either taken by the drain or
+//!   finds the slot closed and registers under the lock, where it sees the
+//!   scope done.
 
 use crate::context::Node;
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
-use crate::node_ref::NodeRef;
+use crate::node_ref::{self, NodeRef, WeakNodeRef};
 use crate::registry::{Registration, Registry};
-use crate::sync::{lock, AtomicU32, AtomicU8, Mutex, Ordering};
+use crate::sync::{lock, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering};
 use crate::{executor, timer};
 use std::any::Any;
 
 const LIVE: u8 = 0;
 const CANCELED: u8 = 1;
 const DEADLINE_EXCEEDED: u8 = 2;
+/// `key_in_parent` of a scope registered in its parent's `first_child`.
+const FIRST_CHILD: u32 = u32::MAX - 1;
+/// `first_child` of a scope that ended: no child registers there any more.
+/// (A block's address is never 1.)
+const SLOT_CLOSED: usize = 1;
 /// Or-ed into a done status when the scope has a cause of its own rather than
 /// its error's default one: a scope that ended with the default cause can be
 /// inherited from without taking its lock.
@@ -53,6 +64,12 @@ pub(crate) struct Scope {
     /// `attach`, before the node is shared with any other thread (sharing
     /// orders it); the atomic is only for `Sync`.
     key_in_parent: AtomicU32,
+    /// One child registered without the lock (a `WeakNodeRef` as a raw
+    /// pointer), 0 when empty, or `SLOT_CLOSED` once the scope ended. Any
+    /// child that finds it empty registers here: deriving and cancelling a
+    /// child of a busy parent then costs one atomic operation on the parent
+    /// each way, instead of a lock and an unlock.
+    first_child: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -71,6 +88,7 @@ impl Scope {
             own_deadline,
             deadline,
             key_in_parent: AtomicU32::new(u32::MAX),
+            first_child: AtomicUsize::new(0),
             inner: Mutex::new(Inner::Live(Registry::new())),
         }
     }
@@ -85,6 +103,7 @@ impl Scope {
             own_deadline,
             deadline,
             key_in_parent: AtomicU32::new(u32::MAX),
+            first_child: AtomicUsize::new(SLOT_CLOSED),
             inner: Mutex::new(Inner::Done(None)),
         }
     }
@@ -176,7 +195,41 @@ impl Scope {
         let status = status_of(err) | custom;
         // Release: publishes the cause (and everything before) to `err` readers.
         self.status.store(status, Ordering::Release);
+        drop(inner);
+        let mut registry = registry;
+        // Acquire: the child's registration (its weak reference) happens
+        // before we take it.
+        let first = self.first_child.swap(SLOT_CLOSED, Ordering::AcqRel);
+        if let Some(child) = slot_child(first) {
+            // SAFETY: the slot held this weak reference, put there by
+            // `attach_first_child`; the swap made it ours.
+            registry.insert(Registration::Child(unsafe { WeakNodeRef::from_raw(child) }));
+        }
         Some(registry)
+    }
+
+    /// How many registrations the scope holds, 0 once done.
+    pub(crate) fn registrations(&self) -> usize {
+        let locked = self.with_registry(|registry| registry.len()).unwrap_or(0);
+        locked + usize::from(slot_child(self.first_child.load(Ordering::Acquire)).is_some())
+    }
+}
+
+/// The child a `first_child` value holds, if any.
+fn slot_child(slot: usize) -> Option<usize> {
+    (slot != 0 && slot != SLOT_CLOSED).then_some(slot)
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // Empty in practice: a child in the slot keeps its parent alive, and
+        // leaves the slot before it is freed. Dropped rather than leaked if
+        // that ever changes.
+        if let Some(child) = slot_child(self.first_child.load(Ordering::Relaxed)) {
+            // SAFETY: the slot held this weak reference; we are the last to
+            // see it.
+            drop(unsafe { WeakNodeRef::from_raw(child) });
+        }
     }
 }
 
@@ -214,18 +267,10 @@ pub(crate) fn attach(node: &NodeRef, expiry: Option<Expiry>) {
     let parent = node.parent().scope_node();
     if let Some(parent) = parent {
         let parent_scope = parent.scope().expect("scope_node is a scope");
-        let registered = parent_scope.with_registry(|registry| {
-            let key = registry.insert(Registration::Child(NodeRef::downgrade(node)));
-            // Registry keys fit in u32 (see `Registry::insert`).
-            scope.key_in_parent.store(key as u32, Ordering::Relaxed);
-        });
-        match registered {
-            Ok(()) => {}
-            Err((err, cause)) => {
-                // A fresh scope has no registrations: nothing to notify.
-                scope.finish(err, cause);
-                return;
-            }
+        if !attach_first_child(node, scope, parent_scope)
+            && attach_locked(node, scope, parent_scope)
+        {
+            return; // the parent had ended, and so have we
         }
     }
     let Some(Expiry { passed, cause }) = expiry else {
@@ -244,6 +289,47 @@ pub(crate) fn attach(node: &NodeRef, expiry: Option<Expiry>) {
         // loading it; the timer's lock orders the two.)
         timer::remove(deadline, node);
     }
+}
+
+/// Registers `node` in its parent's `first_child` slot if it is empty;
+/// returns false if it is not (another child holds it, or the parent ended).
+fn attach_first_child(node: &NodeRef, scope: &Scope, parent: &Scope) -> bool {
+    // A plain look first, so that a busy slot costs no weak reference.
+    if parent.first_child.load(Ordering::Relaxed) != 0 {
+        return false;
+    }
+    let raw = NodeRef::downgrade(node).into_raw();
+    // Release: the weak reference is complete before a drain takes it.
+    if parent
+        .first_child
+        .compare_exchange(0, raw, Ordering::Release, Ordering::Relaxed)
+        .is_ok()
+    {
+        // Read only by our own deregistration, which a drain that takes us
+        // never calls.
+        scope.key_in_parent.store(FIRST_CHILD, Ordering::Relaxed);
+        return true;
+    }
+    // SAFETY: ours: it never made it into the slot.
+    drop(unsafe { WeakNodeRef::from_raw(raw) });
+    false
+}
+
+/// Registers in the parent's locked registry; returns whether the parent was
+/// done, and the child ended with its error and cause.
+fn attach_locked(node: &NodeRef, scope: &Scope, parent: &Scope) -> bool {
+    let registered = parent.with_registry(|registry| {
+        let key = registry.insert(Registration::Child(NodeRef::downgrade(node)));
+        // Registry keys fit in u32 and stay below `FIRST_CHILD` (see
+        // `Registry::insert`).
+        scope.key_in_parent.store(key as u32, Ordering::Relaxed);
+    });
+    let Err((err, cause)) = registered else {
+        return false;
+    };
+    // A fresh scope has no registrations: nothing to notify.
+    scope.finish(err, cause);
+    true
 }
 
 /// Cancels `node` and, synchronously, every scope below it.
@@ -304,10 +390,26 @@ fn leave(node: &NodeRef, scope: &Scope, origin: Origin) {
 }
 
 fn deregister_from_parent(node: &Node, scope: &Scope) {
-    if let Some(parent) = node.parent().scope_node() {
-        let key = scope.key_in_parent.load(Ordering::Relaxed) as usize;
-        let parent_scope = parent.scope().expect("scope_node is a scope");
-        drop(parent_scope.deregister(key));
+    let Some(parent) = node.parent().scope_node() else {
+        return;
+    };
+    let parent_scope = parent.scope().expect("scope_node is a scope");
+    let key = scope.key_in_parent.load(Ordering::Relaxed);
+    if key != FIRST_CHILD {
+        drop(parent_scope.deregister(key as usize));
+        return;
+    }
+    // Only our own registration can hold our address. If it is gone, the
+    // parent's drain took it. This and the drain's swap are the only ways
+    // out of the slot, and they order on it alone.
+    let raw = node_ref::raw_address(node);
+    if parent_scope
+        .first_child
+        .compare_exchange(raw, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        // SAFETY: the compare-and-swap gave the registration back to us.
+        drop(unsafe { WeakNodeRef::from_raw(raw) });
     }
 }
 

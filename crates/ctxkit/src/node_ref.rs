@@ -239,6 +239,12 @@ unsafe fn release_last_strong(mut block: NonNull<Block>) {
     }
 }
 
+/// The address [`WeakNodeRef::into_raw`] gives for a reference to `node`.
+pub(crate) fn raw_address(node: &Node) -> usize {
+    // Every node lives in a block, at this offset.
+    node as *const Node as usize - std::mem::offset_of!(Block, node)
+}
+
 /// Gives up one weak reference to `block`, freeing it if it was the last.
 /// `implicit` is true for the one the strong references held together: then
 /// no `NodeRef` exists any more, and a weak count of one means no
@@ -281,6 +287,27 @@ unsafe fn free(block: NonNull<Block>) {
 }
 
 impl WeakNodeRef {
+    /// The reference as an address, for an atomic slot; [`from_raw`]
+    /// turns it back. The address is [`raw_address`] of the node.
+    ///
+    /// [`from_raw`]: WeakNodeRef::from_raw
+    pub(crate) fn into_raw(self) -> usize {
+        ManuallyDrop::new(self).block.as_ptr() as usize
+    }
+
+    /// The reference [`into_raw`](WeakNodeRef::into_raw) gave out.
+    ///
+    /// # Safety
+    ///
+    /// `raw` comes from `into_raw`, and is turned back once.
+    pub(crate) unsafe fn from_raw(raw: usize) -> WeakNodeRef {
+        // SAFETY: `into_raw` gave the address of a live block (its weak
+        // reference keeps it allocated), never null.
+        WeakNodeRef {
+            block: unsafe { NonNull::new_unchecked(raw as *mut Block) },
+        }
+    }
+
     /// A strong reference, if the node still lives.
     pub(crate) fn upgrade(&self) -> Option<NodeRef> {
         // SAFETY: our weak reference keeps the block allocated.
@@ -482,7 +509,10 @@ mod tests {
             std::mem::size_of::<Block>(),
             std::mem::size_of::<Node>() + 8
         );
-        assert!(std::mem::size_of::<Block>() <= 64);
+        assert!(
+            std::mem::size_of::<Block>() <= 72,
+            "a block stays in an 80-byte malloc chunk"
+        );
     }
 
     #[test]

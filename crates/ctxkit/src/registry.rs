@@ -63,9 +63,9 @@ fn kind_of(registration: &Registration) -> usize {
     }
 }
 
-/// The largest number of keys a registry hands out: keys must fit in the
-/// `u32` a child scope keeps of its place in its parent.
-const MAX_KEYS: usize = u32::MAX as usize;
+/// Keys stay below this: they must fit in the `u32` a child scope keeps of
+/// its place in its parent, below the two values `cancel.rs` reserves.
+const MAX_KEYS: usize = u32::MAX as usize - 1;
 
 impl Registry {
     pub(crate) const fn new() -> Registry {
