@@ -207,11 +207,13 @@ fn last_owners_let_go_at_once() {
 /// derived on a third takes its place in the parent's registry (the same
 /// key). The thread that frees the child must see it cancelled (the
 /// reference counts order the cancel before the free), or it would remove
-/// the sibling's registration in the child's name.
+/// the sibling's registration in the child's name. (A first child holds the
+/// parent's lock-free slot, so that the two take keys in the registry.)
 #[test]
 fn child_cancelled_on_one_thread_freed_on_another() {
     model(|| {
         let (parent, parent_cancel) = Context::background().with_cancel();
+        let (_first, _first_cancel) = parent.with_cancel();
         let (child, child_cancel) = parent.with_cancel();
         let canceller = thread::spawn(move || child_cancel.cancel());
         let deriver = {
@@ -226,9 +228,36 @@ fn child_cancelled_on_one_thread_freed_on_another() {
         canceller.join().unwrap();
         let sibling = deriver.join().unwrap();
 
-        assert_eq!(parent.registrations(), 1, "the sibling is still registered");
+        assert_eq!(parent.registrations(), 2, "the sibling is still registered");
         parent_cancel.cancel();
         assert!(sibling.is_done(), "the parent's cancel reached the sibling");
+    });
+}
+
+/// Two children race for their parent's lock-free slot, one derived on
+/// another thread, the other here just before the parent is cancelled:
+/// whichever got the slot, the registry, or a closed slot, both end up done
+/// and the parent holds nothing.
+#[test]
+fn siblings_race_for_the_slot_while_the_parent_ends() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let other = {
+            let parent = parent.clone();
+            thread::spawn(move || {
+                let (child, handle) = parent.with_cancel();
+                handle.detach();
+                child
+            })
+        };
+        let (here, handle) = parent.with_cancel();
+        handle.detach();
+        cancel.cancel();
+        let other = other.join().unwrap();
+
+        assert_eq!(here.err(), Some(Error::Canceled));
+        assert_eq!(other.err(), Some(Error::Canceled));
+        assert_eq!(parent.registrations(), 0);
     });
 }
 
