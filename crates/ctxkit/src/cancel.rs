@@ -58,6 +58,9 @@ pub(crate) struct Scope {
     /// Whether `deadline` is this scope's own (it set a timer) rather than
     /// inherited from an ancestor.
     own_deadline: bool,
+    /// The timer shard that holds this scope's own deadline: chosen when
+    /// the scope is built, so that whoever removes the entry finds it.
+    timer_shard: u8,
     /// The earliest of this scope's deadline and its ancestors'.
     deadline: Deadline,
     /// This scope's key in its parent scope's registry. Written once by
@@ -86,6 +89,7 @@ impl Scope {
         Scope {
             status: AtomicU8::new(LIVE),
             own_deadline,
+            timer_shard: if own_deadline { timer::home_shard() } else { 0 },
             deadline,
             key_in_parent: AtomicU32::new(u32::MAX),
             first_child: AtomicUsize::new(0),
@@ -101,6 +105,8 @@ impl Scope {
         Scope {
             status: AtomicU8::new(status_of(err)),
             own_deadline,
+            // Never in the timer: born done.
+            timer_shard: 0,
             deadline,
             key_in_parent: AtomicU32::new(u32::MAX),
             first_child: AtomicUsize::new(SLOT_CLOSED),
@@ -143,6 +149,10 @@ impl Scope {
 
     pub(crate) fn has_own_deadline(&self) -> bool {
         self.own_deadline
+    }
+
+    pub(crate) fn timer_shard(&self) -> u8 {
+        self.timer_shard
     }
 
     pub(crate) fn cause(&self) -> Option<Cause> {

@@ -6,9 +6,11 @@
 //! it is cancelled or dropped, so cancelled timeouts leave nothing behind, and
 //! the maps hold only weak references: a pending deadline keeps nobody alive.
 //!
-//! The entries are spread over [`SHARDS`] maps by node address, so that
-//! threads setting and cancelling timeouts at once rarely meet on a lock
-//! (Go keeps a timer heap per processor for the same reason). The timer
+//! The entries are spread over [`SHARDS`] maps by the thread that set the
+//! deadline (threads take shards in turn), so that threads setting and
+//! cancelling timeouts at once rarely meet on a lock or on the nodes of one
+//! map (Go keeps a timer heap per processor for the same reason). A scope
+//! records its shard when it is built, for its removal. The timer
 //! thread publishes the deadline it sleeps towards in `next_wake`; an insert
 //! wakes it only when the new entry is earlier, which for the common case of
 //! equal timeouts set one after another is never.
@@ -19,8 +21,9 @@ use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::node_ref::{NodeRef, WeakNodeRef};
 use crate::sync::lock_std as lock;
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock, PoisonError};
 
 type Key = (Deadline, usize);
@@ -31,7 +34,11 @@ struct Entry {
     cause: Option<Cause>,
 }
 
-type Shard = Mutex<BTreeMap<Key, Entry>>;
+/// One map and its lock, alone on its cache lines (two, for the adjacent
+/// line prefetch): unpadded, two shards share a line, and threads that never
+/// touch the same shard still fight over it.
+#[repr(align(128))]
+struct Shard(Mutex<BTreeMap<Key, Entry>>);
 
 /// A power of two, well above the core counts of the machines ctxkit runs on:
 /// two threads meet on a shard one time in sixteen.
@@ -58,7 +65,7 @@ struct Timer {
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<Timer> = OnceLock::new();
     TIMER.get_or_init(|| Timer {
-        shards: std::array::from_fn(|_| Mutex::new(BTreeMap::new())),
+        shards: std::array::from_fn(|_| Shard(Mutex::new(BTreeMap::new()))),
         next_wake: AtomicI64::new(Deadline::NEVER.raw()),
         wake: Mutex::new(()),
         earlier: Condvar::new(),
@@ -66,12 +73,26 @@ fn timer() -> &'static Timer {
     })
 }
 
-/// The shard that holds `key`'s entry.
-fn shard<'t>(timer: &'t Timer, key: &Key) -> MutexGuard<'t, BTreeMap<Key, Entry>> {
-    // Fibonacci hashing of the address: nodes are allocated close together,
-    // and their low bits are alignment.
-    let hash = key.1.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
-    lock(&timer.shards[hash >> (usize::BITS - SHARDS.trailing_zeros())])
+/// The shard for deadlines set on the calling thread. Threads take shards
+/// in turn, so up to `SHARDS` threads never share one.
+pub(crate) fn home_shard() -> u8 {
+    thread_local! {
+        static HOME: Cell<u8> = const { Cell::new(u8::MAX) };
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    HOME.with(|home| {
+        if home.get() == u8::MAX {
+            // Relaxed: only the spread of the values matters.
+            home.set((NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS) as u8);
+        }
+        home.get()
+    })
+}
+
+/// The shard that holds `node`'s entry: the one its scope recorded.
+fn shard_of<'t>(timer: &'t Timer, node: &Node) -> MutexGuard<'t, BTreeMap<Key, Entry>> {
+    let scope = node.scope().expect("only scopes have deadlines");
+    lock(&timer.shards[usize::from(scope.timer_shard())].0)
 }
 
 // The map is behind a `std` mutex, invisible to loom, so a model would not
@@ -114,7 +135,7 @@ pub(crate) fn insert(deadline: Deadline, node: &NodeRef, cause: Option<Cause>) {
         node: NodeRef::downgrade(node),
         cause,
     };
-    shard(timer, &key).insert(key, entry);
+    shard_of(timer, node).insert(key, entry);
     // SeqCst, with the stores in `run`: if the timer's scan of our shard came
     // before our insert, its `SCANNING` store comes before this load, so we
     // read `SCANNING` or the deadline it settled on, never an older one.
@@ -132,7 +153,7 @@ pub(crate) fn remove(deadline: Deadline, node: &Node) {
     #[cfg(loom)]
     let _model = model_order();
     let key = key(deadline, node);
-    let entry = shard(timer(), &key).remove(&key);
+    let entry = shard_of(timer(), node).remove(&key);
     // Dropped here, outside the lock: the cause is a user value.
     drop(entry);
 }
@@ -153,7 +174,12 @@ pub(crate) fn entry_key(deadline: std::time::Instant, node: &Node) -> Key {
 pub(crate) fn fire(key: Key) -> bool {
     let entry = {
         let _model = model_order();
-        shard(timer(), &key).remove(&key)
+        // The node may be gone: look in every shard.
+        let timer = timer();
+        timer
+            .shards
+            .iter()
+            .find_map(|shard| lock(&shard.0).remove(&key))
     };
     let Some(Entry { node, cause }) = entry else {
         return false;
@@ -167,7 +193,7 @@ pub(crate) fn fire(key: Key) -> bool {
 /// How many deadlines are pending.
 pub(crate) fn pending() -> usize {
     let timer = timer();
-    timer.shards.iter().map(|shard| lock(shard).len()).sum()
+    timer.shards.iter().map(|shard| lock(&shard.0).len()).sum()
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -180,7 +206,7 @@ fn run() {
         let mut due = Vec::new();
         let mut earliest = Deadline::NEVER;
         for index in 0..SHARDS {
-            let mut entries = lock(&timer.shards[index]);
+            let mut entries = lock(&timer.shards[index].0);
             while let Some(entry) = entries.first_entry() {
                 if entry.key().0 > now {
                     earliest = earliest.min(entry.key().0);
