@@ -230,16 +230,17 @@ fn slot_child(slot: usize) -> Option<usize> {
     (slot != 0 && slot != SLOT_CLOSED).then_some(slot)
 }
 
+// A child in `first_child` keeps its parent alive, and leaves the slot before
+// it is freed (`release`), or the parent's drain takes it: a scope is never
+// dropped with a child in its slot. Checked in debug builds; release builds
+// pay no drop code for it.
+#[cfg(debug_assertions)]
 impl Drop for Scope {
     fn drop(&mut self) {
-        // Empty in practice: a child in the slot keeps its parent alive, and
-        // leaves the slot before it is freed. Dropped rather than leaked if
-        // that ever changes.
-        if let Some(child) = slot_child(self.first_child.load(Ordering::Relaxed)) {
-            // SAFETY: the slot held this weak reference; we are the last to
-            // see it.
-            drop(unsafe { WeakNodeRef::from_raw(child) });
-        }
+        debug_assert!(
+            slot_child(self.first_child.load(Ordering::Relaxed)).is_none(),
+            "a scope dropped with a child in its slot"
+        );
     }
 }
 
