@@ -249,9 +249,9 @@ impl Context {
         self.with_deadline_of(OwnDeadline::after(timeout, Some(Arc::new(cause))))
     }
 
-    #[inline]
     /// A child scope whose deadline is the earlier of `own` and the
     /// inherited one.
+    #[inline]
     fn with_deadline_of(&self, own: OwnDeadline) -> (Context, CancelHandle) {
         let parent = self.scope();
         let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
@@ -259,11 +259,7 @@ impl Context {
         if deadline >= inherited {
             return self.new_scope(parent, inherited, None);
         }
-        let expiry = cancel::Expiry {
-            passed: own.passed,
-            cause: own.cause,
-        };
-        self.new_scope(parent, deadline, Some(expiry))
+        self.new_scope(parent, deadline, Some(own.expiry))
     }
 
     /// A child scope under `parent` (this context's scope) with `deadline`,
@@ -527,20 +523,19 @@ impl Context {
 impl std::panic::UnwindSafe for Context {}
 impl std::panic::RefUnwindSafe for Context {}
 
-/// A deadline given to `with_deadline` or `with_timeout`, with its cause.
+/// A deadline given to `with_deadline` or `with_timeout`, and how the scope
+/// ends when it comes (used only if it is earlier than the inherited one).
 struct OwnDeadline {
     at: Instant,
-    /// Whether `at` had passed when the context was asked for.
-    passed: bool,
-    cause: Option<Cause>,
+    expiry: cancel::Expiry,
 }
 
 impl OwnDeadline {
     fn at(at: Instant, cause: Option<Cause>) -> OwnDeadline {
+        let passed = at <= Instant::now();
         OwnDeadline {
             at,
-            passed: at <= Instant::now(),
-            cause,
+            expiry: cancel::Expiry { passed, cause },
         }
     }
 
@@ -553,8 +548,10 @@ impl OwnDeadline {
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         OwnDeadline {
             at,
-            passed: timeout.is_zero(),
-            cause,
+            expiry: cancel::Expiry {
+                passed: timeout.is_zero(),
+                cause,
+            },
         }
     }
 }

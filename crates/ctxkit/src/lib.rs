@@ -54,7 +54,7 @@
 //! `after_func` callbacks run on a small pool that exists only while there
 //! are callbacks to run.
 //!
-//! A derived context is one 64-byte heap block (80 with malloc's header and
+//! A derived context is one 72-byte heap block (80 with malloc's header and
 //! rounding). Each thread keeps up to 1,024 blocks it freed (80 KiB at most)
 //! for its next derivations, and returns them to the allocator when it
 //! exits: building and dropping a tree of contexts then rarely reaches

@@ -40,8 +40,8 @@ struct Entry {
 #[repr(align(128))]
 struct Shard(Mutex<BTreeMap<Key, Entry>>);
 
-/// A power of two, well above the core counts of the machines ctxkit runs on:
-/// two threads meet on a shard one time in sixteen.
+/// Threads take shards in turn (`home_shard`): up to sixteen threads setting
+/// deadlines each have a map and a lock of their own.
 const SHARDS: usize = 16;
 
 /// `next_wake` while the timer thread scans the shards: every insert must
