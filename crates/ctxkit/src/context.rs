@@ -142,7 +142,7 @@ impl Context {
     #[inline]
     fn derive(&self, layer: Layer) -> Context {
         Context {
-            node: Some(NodeRef::new(Node {
+            node: Some(NodeRef::new(|| Node {
                 parent: self.clone(),
                 layer,
             })),
@@ -277,9 +277,9 @@ impl Context {
         // caught by `attach`, under the parent's lock.)
         if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
             let ctx = self.derive(Layer::Cancel(Scope::new_done(deadline, own_deadline, err)));
-            return (ctx, CancelHandle::ended(err));
+            return (ctx, CancelHandle::ended());
         }
-        let (node, handle_node) = NodeRef::new_pair(Node {
+        let (node, handle_node) = NodeRef::new_pair(|| Node {
             parent: self.clone(),
             layer: Layer::Cancel(Scope::new(deadline, own_deadline)),
         });
@@ -605,5 +605,8 @@ mod tests {
         );
         assert!(std::mem::size_of::<crate::registry::Registration>() <= 24);
         assert_eq!(std::mem::size_of::<Context>(), 8);
+        // One pointer each, so that `with_cancel` returns its pair in two
+        // registers (a wider handle went through memory and stalled).
+        assert_eq!(std::mem::size_of::<CancelHandle>(), 8);
     }
 }

@@ -29,32 +29,25 @@ use std::fmt;
 /// ```
 #[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ...`) or call `detach()`"]
 pub struct CancelHandle {
-    target: Target,
-}
-
-enum Target {
-    /// The scope this handle can cancel.
-    Scope(NodeRef),
-    /// The scope was born done (its parent had ended): there is nothing to
-    /// cancel, so the handle holds no reference to it.
-    Ended(Error),
-    Detached,
+    /// The scope this handle can cancel. `None` once detached, and from the
+    /// start for a scope born done (its parent had ended): there is nothing
+    /// to cancel, so the handle holds no reference.
+    ///
+    /// One pointer, so that `with_cancel` returns the context and its handle
+    /// in two registers rather than through memory.
+    scope: Option<NodeRef>,
 }
 
 impl CancelHandle {
     #[inline]
     pub(crate) fn new(node: NodeRef) -> CancelHandle {
-        CancelHandle {
-            target: Target::Scope(node),
-        }
+        CancelHandle { scope: Some(node) }
     }
 
     /// The handle of a scope that was done from the start.
     #[inline]
-    pub(crate) fn ended(err: Error) -> CancelHandle {
-        CancelHandle {
-            target: Target::Ended(err),
-        }
+    pub(crate) fn ended() -> CancelHandle {
+        CancelHandle { scope: None }
     }
 
     /// Cancels the context with [`Error::Canceled`], if it is not done yet.
@@ -118,14 +111,12 @@ impl CancelHandle {
     /// ```
     #[inline]
     pub fn detach(mut self) {
-        self.target = Target::Detached;
+        self.scope = None;
     }
 
     #[inline]
     fn live_node(&self) -> Option<&NodeRef> {
-        let Target::Scope(node) = &self.target else {
-            return None;
-        };
+        let node = self.scope.as_ref()?;
         // Skip the allocation of a cause and the lock when there is nothing
         // left to cancel.
         let scope = node.scope().expect("a handle holds a scope node");
@@ -143,10 +134,10 @@ impl Drop for CancelHandle {
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut tuple = f.debug_tuple("CancelHandle");
-        match &self.target {
-            Target::Scope(node) => tuple.field(&node.scope().and_then(|s| s.err())),
-            Target::Ended(err) => tuple.field(&Some(*err)),
-            Target::Detached => tuple.field(&"detached"),
+        match &self.scope {
+            Some(node) => tuple.field(&node.scope().and_then(|s| s.err())),
+            // Detached, or born done: either way it can cancel nothing.
+            None => tuple.field(&"nothing to cancel"),
         };
         tuple.finish()
     }

@@ -91,19 +91,24 @@ unsafe impl Send for WeakNodeRef {}
 unsafe impl Sync for WeakNodeRef {}
 
 impl NodeRef {
-    /// A node with one owner.
+    /// A node with one owner, made by `make` once its block is allocated.
+    ///
+    /// Building the node after the allocation lets it be written straight
+    /// into the block: a node built first must survive the allocator call on
+    /// the stack and is then copied over in 16-byte loads, each of which
+    /// stalls on the narrower stores that built it.
     #[inline]
-    pub(crate) fn new(node: Node) -> NodeRef {
+    pub(crate) fn new(make: impl FnOnce() -> Node) -> NodeRef {
         NodeRef {
-            block: allocate(node, 1),
+            block: allocate(make, 1),
         }
     }
 
     /// A node with two owners, as if [`new`](NodeRef::new) and then cloned,
     /// without the clone's atomic increment.
     #[inline]
-    pub(crate) fn new_pair(node: Node) -> (NodeRef, NodeRef) {
-        let block = allocate(node, 2);
+    pub(crate) fn new_pair(make: impl FnOnce() -> Node) -> (NodeRef, NodeRef) {
+        let block = allocate(make, 2);
         (NodeRef { block }, NodeRef { block })
     }
 
@@ -124,7 +129,7 @@ impl NodeRef {
 }
 
 #[inline]
-fn allocate(node: Node, strong: u64) -> NonNull<Block> {
+fn allocate(make: impl FnOnce() -> Node, strong: u64) -> NonNull<Block> {
     let block = spare::take().unwrap_or_else(|| {
         let layout = Layout::new::<Block>();
         // SAFETY: `Block` has a non-zero size.
@@ -136,7 +141,7 @@ fn allocate(node: Node, strong: u64) -> NonNull<Block> {
     unsafe {
         block.as_ptr().write(Block {
             counts: AtomicU64::new(strong * STRONG + WEAK),
-            node,
+            node: make(),
         });
     }
     block
