@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=${OUT:-target/bench-compare}
+# Absolute, as criterion is told where to write from another directory.
+out=$(realpath -m "${OUT:-target/bench-compare}")
 go_benchtime=${GO_BENCHTIME:-1s}
 warm_up=${WARM_UP:-0.5}
 measure=${MEASURE:-1}
@@ -49,11 +50,12 @@ step "Go: bench/go (rows Go's file lacks)"
     -benchmem -benchtime "$go_benchtime" .) | tee "$out/go-extra.txt" >&2
 
 step "ctxkit and tokio-util (criterion: warm-up ${warm_up}s, measurement ${measure}s)"
-CRITERION_HOME="$PWD/$out/criterion" cargo bench -p ctxkit --bench context -- \
+CRITERION_HOME="$out/criterion" cargo bench -p ctxkit --bench context -- \
     --warm-up-time "$warm_up" --measurement-time "$measure" ${filter:+"$filter"} |
     tee "$out/rust.txt" >&2
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" >&2
 step "results"
 python3 bench/compare.py --go "$out/go-context.txt" "$out/go-extra.txt" \
-    --criterion "$out/criterion" --rust-log "$out/rust.txt" | tee "$out/table.md"
+    --criterion "$out/criterion" --rust-log "$out/rust.txt" ${filter:+--filtered} |
+    tee "$out/table.md"
