@@ -136,6 +136,8 @@ fn allocate(make: impl FnOnce() -> Node, strong: u64) -> NonNull<Block> {
         let raw = unsafe { alloc(layout) }.cast::<Block>();
         NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
     });
+    // `make` only moves values in and clones the parent (which aborts, not
+    // panics, on overflow); were it to panic, the block would leak unused.
     // SAFETY: allocated for a `Block` and unused (fresh, or a spare whose
     // node was dropped and which nobody can reach), so valid for the write.
     unsafe {
