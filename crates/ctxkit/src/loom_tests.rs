@@ -349,17 +349,17 @@ impl Wake for ThreadWaker {
     }
 }
 
-/// Polls `ctx.done()` to completion, parking between polls, with a waker
-/// that unparks this thread. An unpark that comes before the park is kept
-/// (a token), so a wake-up is lost only if nobody wakes the waker; then every
+/// Polls `future` to completion, parking between polls, with a waker that
+/// unparks this thread. An unpark that comes before the park is kept (a
+/// token), so a wake-up is lost only if nobody wakes the waker; then every
 /// thread ends up parked and loom reports the deadlock.
-fn block_on_done(ctx: &Context) -> Error {
+fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = std::task::Context::from_waker(&waker);
-    let mut done = pin!(ctx.done());
+    let mut future = pin!(future);
     loop {
-        if let Poll::Ready(err) = done.as_mut().poll(&mut cx) {
-            return err;
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
         }
         thread::park();
     }
@@ -377,12 +377,61 @@ fn waiters_registering_while_cancel_runs() {
         };
         let task_waiter = {
             let ctx = ctx.clone();
-            thread::spawn(move || block_on_done(&ctx))
+            thread::spawn(move || block_on(ctx.done()))
         };
         cancel.cancel();
         assert_eq!(thread_waiter.join().unwrap(), Error::Canceled);
         assert_eq!(task_waiter.join().unwrap(), Error::Canceled);
         assert_eq!(ctx.registrations(), 0);
+    });
+}
+
+/// An `OwnedDone` holding the last reference to its context waits on
+/// another thread while the parent cancels: it wakes with `Canceled`, and
+/// the context is freed once the future is.
+#[test]
+fn owned_done_is_the_last_owner_while_the_parent_cancels() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        child_cancel.detach();
+        let weak: WeakNodeRef = NodeRef::downgrade(node(&child));
+        let done = child.done_owned();
+        drop(child);
+        let waiter = thread::spawn(move || block_on(done));
+        cancel.cancel();
+        assert_eq!(waiter.join().unwrap(), Error::Canceled);
+        assert!(
+            weak.upgrade().is_none(),
+            "the child outlived its last owner"
+        );
+        assert_eq!(parent.registrations(), 0);
+    });
+}
+
+/// A registered `OwnedDone`, the last owner of its context, is dropped on
+/// one thread while the parent cancels on another: its registration leaves
+/// the registry or is drained with it, without either side blocking the
+/// other, and the context is freed either way.
+#[test]
+fn pending_owned_done_dropped_while_the_parent_cancels() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        child_cancel.detach();
+        let weak: WeakNodeRef = NodeRef::downgrade(node(&child));
+        let mut done = Box::pin(child.done_owned());
+        drop(child);
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        assert!(done.as_mut().poll(&mut cx).is_pending());
+        let dropper = thread::spawn(move || drop(done));
+        cancel.cancel();
+        dropper.join().unwrap();
+        assert!(
+            weak.upgrade().is_none(),
+            "the child outlived its last owner"
+        );
+        assert_eq!(parent.registrations(), 0);
     });
 }
 
