@@ -21,9 +21,11 @@
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::handle::CancelHandle;
 use crate::node_ref::{NodeRef, WeakNodeRef};
 use crate::sync::Arc;
 use crate::timer;
+use crate::wait::OwnedDone;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Notify;
 use loom::thread;
@@ -386,26 +388,36 @@ fn waiters_registering_while_cancel_runs() {
     });
 }
 
+/// A cancellable parent, and the `done_owned()` of its detached child as
+/// that child's only owner; the weak reference watches the child's end.
+fn owned_done_of_a_detached_child() -> (Context, CancelHandle, OwnedDone, WeakNodeRef) {
+    let (parent, cancel) = Context::background().with_cancel();
+    let (child, child_cancel) = parent.with_cancel();
+    child_cancel.detach();
+    let weak = NodeRef::downgrade(node(&child));
+    (parent, cancel, child.done_owned(), weak)
+}
+
+/// The child is freed and its parent holds no registration of it.
+fn assert_freed(parent: &Context, child: &WeakNodeRef) {
+    assert!(
+        child.upgrade().is_none(),
+        "the child outlived its last owner"
+    );
+    assert_eq!(parent.registrations(), 0);
+}
+
 /// An `OwnedDone` holding the last reference to its context waits on
 /// another thread while the parent cancels: it wakes with `Canceled`, and
 /// the context is freed once the future is.
 #[test]
 fn owned_done_is_the_last_owner_while_the_parent_cancels() {
     model(|| {
-        let (parent, cancel) = Context::background().with_cancel();
-        let (child, child_cancel) = parent.with_cancel();
-        child_cancel.detach();
-        let weak: WeakNodeRef = NodeRef::downgrade(node(&child));
-        let done = child.done_owned();
-        drop(child);
+        let (parent, cancel, done, child) = owned_done_of_a_detached_child();
         let waiter = thread::spawn(move || block_on(done));
         cancel.cancel();
         assert_eq!(waiter.join().unwrap(), Error::Canceled);
-        assert!(
-            weak.upgrade().is_none(),
-            "the child outlived its last owner"
-        );
-        assert_eq!(parent.registrations(), 0);
+        assert_freed(&parent, &child);
     });
 }
 
@@ -416,22 +428,14 @@ fn owned_done_is_the_last_owner_while_the_parent_cancels() {
 #[test]
 fn pending_owned_done_dropped_while_the_parent_cancels() {
     model(|| {
-        let (parent, cancel) = Context::background().with_cancel();
-        let (child, child_cancel) = parent.with_cancel();
-        child_cancel.detach();
-        let weak: WeakNodeRef = NodeRef::downgrade(node(&child));
-        let mut done = Box::pin(child.done_owned());
-        drop(child);
+        let (parent, cancel, done, child) = owned_done_of_a_detached_child();
+        let mut done = Box::pin(done);
         let mut cx = std::task::Context::from_waker(Waker::noop());
         assert!(done.as_mut().poll(&mut cx).is_pending());
         let dropper = thread::spawn(move || drop(done));
         cancel.cancel();
         dropper.join().unwrap();
-        assert!(
-            weak.upgrade().is_none(),
-            "the child outlived its last owner"
-        );
-        assert_eq!(parent.registrations(), 0);
+        assert_freed(&parent, &child);
     });
 }
 
