@@ -135,16 +135,18 @@ impl Context {
     /// ```
     pub fn todo() -> Context {
         static TODO: OnceLock<Context> = OnceLock::new();
-        TODO.get_or_init(|| Context::derive(&Context::background(), Layer::Todo))
+        TODO.get_or_init(|| Context::derive(&Context::background(), || Layer::Todo))
             .clone()
     }
 
+    /// A child of this context with the layer `make` builds, once the node's
+    /// block is allocated (see [`NodeRef::new`]).
     #[inline]
-    fn derive(&self, layer: Layer) -> Context {
+    fn derive(&self, make: impl FnOnce() -> Layer) -> Context {
         Context {
             node: Some(NodeRef::new(|| Node {
                 parent: self.clone(),
-                layer,
+                layer: make(),
             })),
         }
     }
@@ -276,7 +278,7 @@ impl Context {
         // no lock, no registration, no timer entry. (Any other done parent is
         // caught by `attach`, under the parent's lock.)
         if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
-            let ctx = self.derive(Layer::Cancel(Scope::new_done(deadline, own_deadline, err)));
+            let ctx = self.derive(|| Layer::Cancel(Scope::new_done(deadline, own_deadline, err)));
             return (ctx, CancelHandle::ended());
         }
         let (node, handle_node) = NodeRef::new_pair(|| Node {
@@ -312,7 +314,7 @@ impl Context {
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
         let values = ValueLayer::new(self.scope_node().cloned(), self.value_layer(), value);
-        self.derive(Layer::Value(values))
+        self.derive(|| Layer::Value(values))
     }
 
     /// A child context that keeps this context's values but is never
@@ -333,7 +335,7 @@ impl Context {
     /// assert_eq!(detached.value::<TraceId>().unwrap().0, 42);
     /// ```
     pub fn without_cancel(&self) -> Context {
-        self.derive(Layer::WithoutCancel)
+        self.derive(|| Layer::WithoutCancel)
     }
 
     /// The nearest cancellation scope node at or above this context, if any.
