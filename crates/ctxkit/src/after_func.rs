@@ -42,7 +42,12 @@ impl Context {
     /// - A panic in `f` is contained: other callbacks run, nothing is poisoned.
     /// - A pending `f` keeps its context alive, so that the context's
     ///   deadline or an ancestor's cancellation can still run it after every
-    ///   other reference is gone; `stop` or the run releases it.
+    ///   other reference is gone; `stop` or the run releases it. So keep the
+    ///   `AfterFunc` (to `stop` it) for a context that nothing may end: one
+    ///   whose handle was detached, without a deadline, under no
+    ///   cancellable ancestor. There `f` never runs, as in Go, and until
+    ///   `stop` it and the context stay in memory (Go's collector would
+    ///   free them).
     ///
     /// Several registrations on one context are independent of each other.
     ///
