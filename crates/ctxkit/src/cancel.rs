@@ -272,12 +272,11 @@ pub(crate) struct Expiry {
 /// Registers a freshly built scope `node` with the nearest scope above it, or
 /// ends it at once if that scope is already done or its deadline has passed.
 ///
-/// `expiry` is given for (and only for) a scope with its own deadline.
-pub(crate) fn attach(node: &NodeRef, expiry: Option<Expiry>) {
+/// `parent` is that scope (the caller has it at hand); `expiry` is given
+/// for (and only for) a scope with its own deadline.
+pub(crate) fn attach(node: &NodeRef, parent: Option<&Scope>, expiry: Option<Expiry>) {
     let scope = node.scope().expect("attach takes a scope node");
-    let parent = node.parent().scope_node();
-    if let Some(parent) = parent {
-        let parent_scope = parent.scope().expect("scope_node is a scope");
+    if let Some(parent_scope) = parent {
         if !attach_first_child(node, scope, parent_scope)
             && attach_locked(node, scope, parent_scope)
         {
@@ -396,15 +395,21 @@ fn leave(node: &NodeRef, scope: &Scope, origin: Origin) {
         timer::remove(scope.deadline, node);
     }
     if origin != Origin::Parent {
-        deregister_from_parent(node, scope);
+        if let Some(parent) = parent_scope(node) {
+            deregister_from(parent, node, scope);
+        }
     }
 }
 
-fn deregister_from_parent(node: &Node, scope: &Scope) {
-    let Some(parent) = node.parent().scope_node() else {
-        return;
-    };
-    let parent_scope = parent.scope().expect("scope_node is a scope");
+/// The nearest scope above `node`, if any.
+fn parent_scope(node: &Node) -> Option<&Scope> {
+    let parent = node.parent().scope_node()?;
+    Some(parent.scope().expect("scope_node is a scope"))
+}
+
+/// Removes `node`'s registration from `parent_scope`, its nearest scope
+/// above, unless the parent's drain took it already.
+fn deregister_from(parent_scope: &Scope, node: &Node, scope: &Scope) {
     let key = scope.key_in_parent.load(Ordering::Relaxed);
     if key != FIRST_CHILD {
         drop(parent_scope.deregister(key as usize));
@@ -429,7 +434,8 @@ fn deregister_from_parent(node: &Node, scope: &Scope) {
 /// not cancelled; its registrations can only be of its own (dead) kind.
 #[inline]
 pub(crate) fn release(node: &Node, scope: &Scope) {
-    if !scope.own_deadline && node.parent().scope_node().is_none() {
+    let parent = parent_scope(node);
+    if !scope.own_deadline && parent.is_none() {
         return; // nothing points at this scope
     }
     // No lock: nothing can cancel us any more (see the invariants above),
@@ -442,7 +448,9 @@ pub(crate) fn release(node: &Node, scope: &Scope) {
     if scope.own_deadline {
         timer::remove(scope.deadline, node);
     }
-    deregister_from_parent(node, scope);
+    if let Some(parent) = parent {
+        deregister_from(parent, node, scope);
+    }
 }
 
 /// Notifications collected during a cancel, delivered after all locks are

@@ -286,7 +286,7 @@ impl Context {
             layer: Layer::Cancel(Scope::new(deadline, own_deadline)),
         });
         if parent.is_some() || own_deadline {
-            cancel::attach(&node, expiry);
+            cancel::attach(&node, parent, expiry);
         }
         (Context { node: Some(node) }, CancelHandle::new(handle_node))
     }
