@@ -66,17 +66,25 @@ fn a_done_context_processes_nothing() {
 
 #[test]
 fn a_deadline_stops_work_that_would_take_far_longer() {
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(50));
+    // Long enough for rayon to start working on a busy machine, so that the
+    // work seen below is the deadline cutting it short, not preventing it.
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(500));
+    let processed = AtomicU64::new(0);
     let start = Instant::now();
     // Far more work than fits in the deadline, or in the test's patience.
     let result = parallel::for_each(&ctx, 0..u64::MAX / 2, |n| {
         std::hint::black_box(crunch(n));
+        processed.fetch_add(1, Ordering::Relaxed);
     });
     assert_eq!(result, Err(Error::DeadlineExceeded));
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(10),
         "took {:?}",
         start.elapsed()
+    );
+    assert!(
+        processed.into_inner() > 0,
+        "no work started before the deadline"
     );
 }
 
