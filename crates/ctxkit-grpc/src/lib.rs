@@ -1,0 +1,1 @@
+//! Deadlines, cancellation and values across gRPC services, under a [`ctxkit::Context`].

@@ -1,0 +1,1 @@
+//! Query cancellation under a [`ctxkit::Context`].
