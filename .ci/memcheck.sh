@@ -9,9 +9,11 @@ if ! command -v valgrind >/dev/null; then
     if [ "$(id -u)" -eq 0 ]; then apt-get install -y -q valgrind >/dev/null; else sudo apt-get install -y -q valgrind >/dev/null; fi
 fi
 
-# The test executables, as cargo reports them (debug build, all features).
+# The test executables, as cargo reports them (debug build, all features):
+# the core's unit tests, and three of its integration tests, which live in
+# crates/ctxkit-tests.
 mapfile -t binaries < <(
-    cargo test -p ctxkit --all-features --no-run --message-format=json \
+    cargo test -p ctxkit -p ctxkit-tests --all-features --no-run --message-format=json \
         --lib --test conformance --test model --test panic_safety 2>/dev/null |
         python3 -c '
 import json, sys

@@ -38,7 +38,7 @@ mkdir -p "$out"
 } | tee "$out/machine.txt" >&2
 
 step "building the ctxkit benchmarks"
-cargo bench -p ctxkit --bench context --no-run
+cargo bench -p ctxkit-tests --bench context --no-run
 
 # Go's own file, from GOROOT: needs no module and no network.
 step "Go: src/context/benchmark_test.go (-benchtime $go_benchtime)"
@@ -50,7 +50,7 @@ step "Go: bench/go (rows Go's file lacks)"
     -benchmem -benchtime "$go_benchtime" .) | tee "$out/go-extra.txt" >&2
 
 step "ctxkit and tokio-util (criterion: warm-up ${warm_up}s, measurement ${measure}s)"
-CRITERION_HOME="$out/criterion" cargo bench -p ctxkit --bench context -- \
+CRITERION_HOME="$out/criterion" cargo bench -p ctxkit-tests --bench context -- \
     --warm-up-time "$warm_up" --measurement-time "$measure" ${filter:+"$filter"} |
     tee "$out/rust.txt" >&2
 

@@ -258,7 +258,7 @@ mod stream {
     /// Yields the items of `stream` until it ends or `ctx` is done, whichever
     /// comes first. See [`OrDoneStream`] for the exact contract.
     ///
-    /// ```
+    /// ```ignore
     /// use ctxkit::{or_done::or_done_stream, Context, Error};
     /// use futures::StreamExt;
     ///
@@ -282,6 +282,8 @@ mod stream {
     /// assert_eq!(ticks.err(), Some(Error::Canceled));
     /// # }
     /// ```
+    /// (Not run as a doctest: it needs the `futures` crate, which the core
+    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub fn or_done_stream<S: Stream + Unpin>(ctx: &Context, stream: S) -> OrDoneStream<S> {
         OrDoneStream {
             ctx: ctx.clone(),
@@ -294,7 +296,7 @@ mod stream {
     /// `stream.until_done(&ctx)`: [`or_done_stream`] as a method of every
     /// `Unpin` stream. Pin other streams first: `Box::pin(stream).until_done(&ctx)`.
     ///
-    /// ```
+    /// ```ignore
     /// use ctxkit::{or_done::ContextStreamExt, Context};
     /// use futures::StreamExt;
     ///
@@ -304,6 +306,8 @@ mod stream {
     /// assert_eq!(items.collect::<Vec<_>>().await, ["a", "b"]);
     /// # }
     /// ```
+    /// (Not run as a doctest: it needs the `futures` crate, which the core
+    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub trait ContextStreamExt: Stream + Unpin + Sized {
         /// Yields items until the stream ends or `ctx` is done; see
         /// [`OrDoneStream`].
@@ -350,7 +354,7 @@ mod stream {
         /// is done, `None` if the inner stream ended or the stream has not
         /// ended yet.
         ///
-        /// ```
+        /// ```ignore
         /// use ctxkit::{or_done::ContextStreamExt, Context, Error};
         /// use futures::StreamExt;
         ///
@@ -363,13 +367,15 @@ mod stream {
         /// assert_eq!(never.err(), Some(Error::Canceled));
         /// # }
         /// ```
+        /// (Not run as a doctest: it needs the `futures` crate, which the core
+        /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
         pub fn err(&self) -> Option<Error> {
             self.ended.flatten()
         }
 
         /// Gives back the inner stream, with the items it still holds.
         ///
-        /// ```
+        /// ```ignore
         /// use ctxkit::{or_done::ContextStreamExt, Context};
         /// use futures::StreamExt;
         ///
@@ -383,6 +389,8 @@ mod stream {
         /// assert_eq!(items.into_inner().collect::<Vec<_>>().await, [1, 2]);
         /// # }
         /// ```
+        /// (Not run as a doctest: it needs the `futures` crate, which the core
+        /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
         pub fn into_inner(self) -> S {
             self.stream
         }

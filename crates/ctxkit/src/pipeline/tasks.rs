@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 ///   runtime and resolves once every one of them has ended. Dropping its
 ///   future aborts them and stops the run.
 ///
-/// ```
+/// ```ignore
 /// use ctxkit::{pipeline::AsyncPipeline, Context};
 /// use std::time::Duration;
 ///
@@ -48,6 +48,8 @@ use tokio::task::JoinSet;
 /// assert!(report.is_complete());
 /// # }
 /// ```
+/// (Not run as a doctest: it needs the `futures` crate, which the core
+/// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
 #[must_use = "a pipeline does nothing until `run` or `collect` is awaited"]
 pub struct AsyncPipeline<T, E> {
     ctx: Context,
@@ -141,7 +143,7 @@ where
     /// A pipeline under `ctx` fed by `source`, which is polled by a task of
     /// its own. Nothing runs until [`run`](AsyncPipeline::run).
     ///
-    /// ```
+    /// ```ignore
     /// use ctxkit::{pipeline::AsyncPipeline, Context};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -153,6 +155,8 @@ where
     /// assert_eq!(out, ["a", "b"]);
     /// # }
     /// ```
+    /// (Not run as a doctest: it needs the `futures` crate, which the core
+    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub fn new<S>(ctx: &Context, source: S) -> Self
     where
         S: Stream<Item = T> + Send + 'static,
@@ -179,7 +183,7 @@ where
     ///
     /// If `workers` is 0: a stage needs at least one worker.
     ///
-    /// ```
+    /// ```ignore
     /// use ctxkit::{pipeline::AsyncPipeline, Context};
     /// use std::io;
     ///
@@ -198,6 +202,8 @@ where
     /// assert_eq!(report.error().unwrap().to_string(), "unlucky");
     /// # }
     /// ```
+    /// (Not run as a doctest: it needs the `futures` crate, which the core
+    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub fn stage<U, F, Fut>(self, workers: usize, f: F) -> AsyncPipeline<U, E>
     where
         U: Send + 'static,
@@ -244,7 +250,7 @@ where
     /// Outside a tokio runtime. If the source, a stage or `sink` panics, the
     /// run is stopped and the panic resumes here once every task has ended.
     ///
-    /// ```
+    /// ```ignore
     /// use ctxkit::{pipeline::AsyncPipeline, Context, Error};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -264,6 +270,8 @@ where
     /// assert_eq!(report.err, Some(Error::Canceled));
     /// # }
     /// ```
+    /// (Not run as a doctest: it needs the `futures` crate, which the core
+    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub async fn run(self, mut sink: impl FnMut(T)) -> Report<E> {
         let (ctx, cancel) = self.ctx.with_cancel();
         let shared = Arc::new(Shared { ctx, cancel });
@@ -292,7 +300,7 @@ where
     /// Runs the pipeline and collects the outputs, in arrival order: see
     /// [`run`](AsyncPipeline::run).
     ///
-    /// ```
+    /// ```ignore
     /// use ctxkit::{pipeline::AsyncPipeline, Context};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -306,6 +314,8 @@ where
     /// assert!(report.is_complete());
     /// # }
     /// ```
+    /// (Not run as a doctest: it needs the `futures` crate, which the core
+    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub async fn collect(self) -> (Vec<T>, Report<E>) {
         let mut out = Vec::new();
         let report = self.run(|item| out.push(item)).await;

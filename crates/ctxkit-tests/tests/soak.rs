@@ -8,7 +8,7 @@
 //! or a node, shows as growth over millions of cycles.
 //!
 //! The soaks take tens of seconds in release mode and are `#[ignore]`d:
-//! `cargo test -p ctxkit --release --test soak -- --ignored --nocapture`
+//! `cargo test -p ctxkit-tests --release --test soak -- --ignored --nocapture`
 //! (run by `.ci/soak.sh`). `a_freed_chain_leaves_no_deadline` is the quick
 //! always-on check of the same property.
 

@@ -2,7 +2,7 @@
 //! timeout.
 //!
 //! ```text
-//! cargo run --example parallel
+//! cargo run -p ctxkit-tests --example parallel
 //! ```
 
 use ctxkit::{parallel, Context};

@@ -3,10 +3,10 @@
 //! `tests/signal.rs` runs them and sends them real signals.
 //!
 //! ```text
-//! cargo run --example signal_probe -- stop        # then Ctrl-C twice
-//! cargo run --example signal_probe -- keep-alive  # Ctrl-C twice: both handled
-//! cargo run --example signal_probe -- shared      # one of two listeners stopped
-//! cargo run --example signal_probe -- tokio       # tokio's signal driver
+//! cargo run -p ctxkit-tests --example signal_probe -- stop        # then Ctrl-C twice
+//! cargo run -p ctxkit-tests --example signal_probe -- keep-alive  # Ctrl-C twice: both handled
+//! cargo run -p ctxkit-tests --example signal_probe -- shared      # one of two listeners stopped
+//! cargo run -p ctxkit-tests --example signal_probe -- tokio       # tokio's signal driver
 //! ```
 //!
 //! Each mode prints a line starting with `ready` once it listens, and

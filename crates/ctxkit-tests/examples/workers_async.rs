@@ -2,7 +2,7 @@
 //! timeout ends them; each selects on `ctx.done()`.
 //!
 //! ```text
-//! cargo run --example workers_async
+//! cargo run -p ctxkit-tests --example workers_async
 //! ```
 
 use ctxkit::Context;

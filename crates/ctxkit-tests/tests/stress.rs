@@ -17,7 +17,7 @@
 //! The `always_on_*` tests together run a million steps (4 threads, a couple
 //! of seconds in a debug build); `ten_million_operations` is `#[ignore]`d,
 //! for `.ci/soak.sh` in release mode:
-//! `cargo test -p ctxkit --release --test stress -- --ignored`.
+//! `cargo test -p ctxkit-tests --release --test stress -- --ignored`.
 
 use ctxkit::{diagnostics, AfterFunc, CancelHandle, Context};
 use std::future::Future;

@@ -3,10 +3,10 @@
 //! and prints a summary. A second Ctrl-C exits at once with status 130.
 //!
 //! ```text
-//! cargo run --example graceful_shutdown
+//! cargo run -p ctxkit-tests --example graceful_shutdown
 //! # Ctrl-C once: the workers stop, a summary, exit status 0
 //! # Ctrl-C twice in a row: exit at once with status 130
-//! cargo run --example graceful_shutdown -- --cleanup-ms=5000
+//! cargo run -p ctxkit-tests --example graceful_shutdown -- --cleanup-ms=5000
 //! # workers that take 5 s to wind down: more than the 2 s grace period
 //! ```
 //!

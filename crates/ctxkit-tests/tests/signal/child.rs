@@ -1,4 +1,4 @@
-//! Runs an example of this crate as a child process: reads its stdout line
+//! Runs an example of this package as a child process: reads its stdout line
 //! by line, sends it signals, and kills it if it outlives a watchdog.
 
 use std::io::{BufRead, BufReader, Lines, Read};
@@ -16,7 +16,7 @@ const WATCHDOG: Duration = Duration::from_secs(20);
 const EXAMPLES: [&str; 2] = ["graceful_shutdown", "signal_probe"];
 
 /// The path of example `name`, built first if it is missing or older than
-/// the crate's sources (`cargo test --test signal` builds no examples).
+/// the sources (`cargo test --test signal` builds no examples).
 pub fn example(name: &str) -> PathBuf {
     assert!(EXAMPLES.contains(&name), "add {name} to EXAMPLES");
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
@@ -59,10 +59,10 @@ impl Layout {
         }
         let cargo = std::env::var_os("CARGO").ok_or(
             "the examples are missing or stale and CARGO is not set: \
-             run `cargo build -p ctxkit --examples` first",
+             run `cargo build -p ctxkit-tests --examples` first",
         )?;
         let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "-p", "ctxkit"]);
+        command.args(["build", "--quiet", "-p", "ctxkit-tests"]);
         for name in EXAMPLES {
             command.args(["--example", name]);
         }
@@ -107,11 +107,17 @@ fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// The newest modification time among the files the examples are built from.
+/// The newest modification time among the files the examples are built
+/// from: the core crate and this package's manifest and examples.
 fn newest_source() -> SystemTime {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let core_dir = crate_dir.join("../ctxkit");
     let mut newest = SystemTime::UNIX_EPOCH;
-    let mut pending = vec![crate_dir.join("Cargo.toml"), crate_dir.join("src")];
+    let mut pending = vec![
+        crate_dir.join("Cargo.toml"),
+        core_dir.join("Cargo.toml"),
+        core_dir.join("src"),
+    ];
     pending.extend(
         EXAMPLES
             .iter()

@@ -2,7 +2,7 @@
 //! thread (crossbeam) and in a task (a `Stream`).
 //!
 //! ```text
-//! cargo run --example or_done
+//! cargo run -p ctxkit-tests --example or_done
 //! ```
 
 use ctxkit::or_done::{ContextStreamExt, ReceiverExt};

@@ -2,7 +2,7 @@
 //! 150 ms deadline, on threads and then on tokio; every job is accounted for.
 //!
 //! ```text
-//! cargo run --example worker_pool
+//! cargo run -p ctxkit-tests --example worker_pool
 //! ```
 
 use ctxkit::pool::{Pool, SubmitError, TaskPool};

@@ -2,7 +2,7 @@
 //! siblings, and waiting returns that failure.
 //!
 //! ```text
-//! cargo run --example errgroup
+//! cargo run -p ctxkit-tests --example errgroup
 //! ```
 
 use ctxkit::group::{self, TaskGroup};

@@ -2,7 +2,7 @@
 //! deadline halfway through. Every item is accounted for either way.
 //!
 //! ```text
-//! cargo run --example pipeline
+//! cargo run -p ctxkit-tests --example pipeline
 //! ```
 
 use ctxkit::pipeline::{AsyncPipeline, Pipeline, Report};

@@ -16,7 +16,7 @@
 //! nothing far away fired. A failing case shrinks to a minimal sequence.
 //!
 //! The case count is fixed in code (256, overridable with `PROPTEST_CASES`),
-//! so CI time is bounded: `cargo test -p ctxkit --test model`.
+//! so CI time is bounded: `cargo test -p ctxkit-tests --test model`.
 
 use ctxkit::{AfterFunc, CancelHandle, Context, Error};
 use proptest::prelude::*;
