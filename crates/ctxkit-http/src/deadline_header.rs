@@ -156,6 +156,51 @@ impl TimeoutHeader {
     }
 }
 
+impl TimeoutHeader {
+    /// Like [`encode`](Self::encode), in the same unit, but rounded *down*:
+    /// for a budget passed on to the next hop, which must never outlive the
+    /// caller's own, `decode(encode_floor(d)) <= d`. `None` when `encode`
+    /// gives `None`.
+    ///
+    /// ```
+    /// use ctxkit_http::deadline_header::TimeoutHeader;
+    /// use std::time::Duration;
+    ///
+    /// let almost = Duration::from_micros(1999);
+    /// assert_eq!(TimeoutHeader::ConnectTimeoutMs.encode_floor(almost).unwrap(), "1");
+    /// assert_eq!(TimeoutHeader::ConnectTimeoutMs.encode(almost).unwrap(), "2");
+    /// assert_eq!(TimeoutHeader::GrpcTimeout.encode_floor(almost).unwrap(), "1999000n");
+    /// ```
+    pub fn encode_floor(self, timeout: Duration) -> Option<String> {
+        let ceiling = self.encode(timeout)?;
+        let unit = match self {
+            TimeoutHeader::GrpcTimeout => {
+                let unit = ceiling.len() - 1;
+                let nanos_per_unit = grpc_nanos_per_unit(ceiling.as_bytes()[unit]);
+                return Some(format!(
+                    "{}{}",
+                    timeout.as_nanos() / nanos_per_unit,
+                    &ceiling[unit..]
+                ));
+            }
+            TimeoutHeader::ConnectTimeoutMs => 1_000_000,
+        };
+        Some((timeout.as_nanos() / unit).to_string())
+    }
+}
+
+/// Nanoseconds in one gRPC unit written by [`encode_grpc_timeout`].
+fn grpc_nanos_per_unit(unit: u8) -> u128 {
+    match unit {
+        b'n' => 1,
+        b'u' => 1_000,
+        b'm' => 1_000_000,
+        b'S' => 1_000_000_000,
+        b'M' => 60_000_000_000,
+        _ => 3_600_000_000_000,
+    }
+}
+
 impl fmt::Display for TimeoutHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -453,6 +498,21 @@ mod tests {
             let decoded = header.decode(encoded.as_bytes()).unwrap();
             prop_assert!(decoded >= timeout, "{timeout:?} -> {encoded} -> {decoded:?}");
             prop_assert!(decoded - timeout < unit_of(&encoded), "{timeout:?} -> {encoded} -> {decoded:?}");
+        }
+
+        #[test]
+        fn encode_floor_never_lengthens(header in prop_oneof![Just(GRPC), Just(CONNECT)],
+                                        secs in prop_oneof![0u64..100, 0u64..20_000_000_000, any::<u64>()],
+                                        nanos in 0u32..1_000_000_000) {
+            let timeout = Duration::new(secs, nanos);
+            let (Some(floor), Some(ceiling)) = (header.encode_floor(timeout), header.encode(timeout)) else {
+                prop_assert_eq!(header.encode_floor(timeout), None);
+                return Ok(());
+            };
+            let decoded = header.decode(floor.as_bytes()).unwrap();
+            prop_assert!(decoded <= timeout, "{timeout:?} -> {floor} -> {decoded:?}");
+            prop_assert!(timeout - decoded < unit_of(&ceiling), "{timeout:?} -> {floor} -> {decoded:?}");
+            prop_assert_eq!(unit_of(&floor), unit_of(&ceiling));
         }
 
         #[test]

@@ -1,0 +1,102 @@
+//! [`Propagation`]: what an outgoing request carries from its context.
+
+use super::error::ClientError;
+use crate::deadline_header::TimeoutHeader;
+use crate::forward::{ForwardHeaders, DEFAULT_FORWARDED};
+use ctxkit::Context;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+
+/// What an outgoing request takes from its context: the remaining deadline,
+/// in the configured header formats (rounded down: the next hop never
+/// outlives its caller), and the configured
+/// [`ForwardHeaders`].
+///
+/// By default both `grpc-timeout` and `connect-timeout-ms` are sent, and
+/// `x-request-id`, `traceparent` and `baggage` are forwarded. Headers the
+/// request already has are replaced for the deadline (the context is the
+/// authority) and kept for forwarded values.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::client::Propagation;
+/// use ctxkit_http::deadline_header::TimeoutHeader;
+/// use ctxkit_http::ForwardHeaders;
+/// use std::time::Duration;
+///
+/// let (ctx, _cancel) = Context::background()
+///     .with_value(ForwardHeaders::new().with("x-request-id", "r-1"))
+///     .with_timeout(Duration::from_secs(2));
+/// let mut headers = http::HeaderMap::new();
+/// Propagation::new()
+///     .deadline_headers(&[TimeoutHeader::ConnectTimeoutMs])
+///     .apply(&ctx, &mut headers)
+///     .unwrap();
+/// let sent: u64 = headers["connect-timeout-ms"].to_str().unwrap().parse().unwrap();
+/// assert!(sent <= 2000);
+/// assert_eq!(headers["x-request-id"], "r-1");
+/// assert!(headers.get("grpc-timeout").is_none());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Propagation {
+    deadline_headers: Vec<TimeoutHeader>,
+    forwarded: Vec<HeaderName>,
+}
+
+impl Default for Propagation {
+    fn default() -> Propagation {
+        Propagation {
+            deadline_headers: TimeoutHeader::ALL.to_vec(),
+            forwarded: DEFAULT_FORWARDED.to_vec(),
+        }
+    }
+}
+
+impl Propagation {
+    /// Both deadline headers, the three default forwarded headers.
+    pub fn new() -> Propagation {
+        Propagation::default()
+    }
+
+    /// The formats the remaining deadline is sent in (none: send none).
+    pub fn deadline_headers(mut self, headers: &[TimeoutHeader]) -> Propagation {
+        self.deadline_headers = headers.to_vec();
+        self
+    }
+
+    /// The [`ForwardHeaders`] sent on.
+    pub fn forwarded_headers(mut self, names: &[HeaderName]) -> Propagation {
+        self.forwarded = names.to_vec();
+        self
+    }
+
+    /// Writes the context's deadline and forwarded values into `headers`.
+    ///
+    /// # Errors
+    ///
+    /// The context's error if it is already done: send nothing then.
+    pub fn apply<E>(&self, ctx: &Context, headers: &mut HeaderMap) -> Result<(), ClientError<E>> {
+        if ctx.is_done() {
+            return Err(ClientError::from_context(ctx));
+        }
+        if let Some(remaining) = ctx.remaining() {
+            for &header in &self.deadline_headers {
+                // Too long to say: no header, which never cuts the budget short.
+                if let Some(value) = header.encode_floor(remaining) {
+                    let value = HeaderValue::try_from(value).expect("digits and a unit");
+                    headers.insert(header.name(), value);
+                }
+            }
+        }
+        if let Some(forward) = ForwardHeaders::of(ctx) {
+            for name in &self.forwarded {
+                if let (Some(value), false) =
+                    (forward.get(name.as_str()), headers.contains_key(name))
+                {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! [`Ended`]: why a request's context ended, when no deadline ended it.
+
+use ctxkit::Context;
+use std::fmt;
+
+/// Why a request's context ended: its [`cause`](Context::cause), which
+/// downcasts to `Ended`. A deadline (the caller's or the server's maximum) is
+/// not an `Ended`: its error is [`ctxkit::Error::DeadlineExceeded`] and its
+/// cause that error itself.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::Ended;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// assert_eq!(Ended::of(&ctx), None); // still live
+/// cancel.cancel_with(Ended::ClientGone);
+/// assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+/// assert_eq!(ctx.cause().unwrap().downcast_ref(), Some(&Ended::ClientGone));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ended {
+    /// The client closed the connection or reset the stream before the
+    /// response was fully sent.
+    ClientGone,
+    /// The response body was fully handed to the connection.
+    Completed,
+    /// The server shut down and the request was still running when the
+    /// grace period ran out.
+    Shutdown,
+}
+
+impl Ended {
+    /// Why `ctx` (or the ancestor whose end reached it) ended, if an
+    /// `Ended` was its cause; `None` while it is live and when something
+    /// else (a deadline, a plain cancel) ended it.
+    pub fn of(ctx: &Context) -> Option<Ended> {
+        ctx.cause()?.downcast_ref::<Ended>().copied()
+    }
+
+    /// A short name for logs: `client_gone`, `completed`, `shutdown`.
+    ///
+    /// ```
+    /// assert_eq!(ctxkit_http::Ended::ClientGone.as_str(), "client_gone");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Ended::ClientGone => "client_gone",
+            Ended::Completed => "completed",
+            Ended::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ended::ClientGone => "the client closed the connection or reset the stream",
+            Ended::Completed => "the response was sent",
+            Ended::Shutdown => "the server shut down before the request finished",
+        })
+    }
+}
+
+impl std::error::Error for Ended {}

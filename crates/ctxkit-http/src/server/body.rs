@@ -1,0 +1,110 @@
+//! [`ContextBody`]: a response body that ends its request's context when
+//! its last byte has been handed over.
+
+use super::request_end::RequestEnd;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::task::{ready, Context as TaskContext, Poll};
+
+pin_project! {
+    /// The response body of a request served under
+    /// [`ContextLayer`](crate::ContextLayer): the handler's body, unchanged,
+    /// that keeps the request's context live until the body's end has been
+    /// handed to the connection (then the context ends with
+    /// [`Ended::Completed`](crate::Ended::Completed)), or until the
+    /// connection drops it first ([`Ended::ClientGone`](crate::Ended::ClientGone)).
+    ///
+    /// The layer's own answers (400 for a malformed deadline header) are a
+    /// fixed text body.
+    pub struct ContextBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        end: Option<RequestEnd>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Text { text: Option<Bytes> },
+    }
+}
+
+impl<B> ContextBody<B> {
+    pub(crate) fn new(body: B, end: RequestEnd) -> ContextBody<B> {
+        ContextBody {
+            kind: Kind::Inner { body },
+            end: Some(end),
+        }
+    }
+
+    /// A body of fixed text, with no context to end.
+    pub(crate) fn text(text: String) -> ContextBody<B> {
+        ContextBody {
+            kind: Kind::Text {
+                text: Some(Bytes::from(text)),
+            },
+            end: None,
+        }
+    }
+}
+
+impl<B> Body for ContextBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Inner { mut body } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                // The end: no more frames, an error (the stream is over
+                // either way), or a frame after which the body says so
+                // (the connection may never poll again).
+                if frame.as_ref().is_none_or(Result::is_err) || body.is_end_stream() {
+                    if let Some(end) = this.end.as_ref() {
+                        end.complete();
+                    }
+                }
+                Poll::Ready(frame)
+            }
+            KindProj::Text { text } => Poll::Ready(text.take().map(|t| Ok(Frame::data(t.into())))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => {
+                let done = body.is_end_stream();
+                // hyper asks before polling and drops an empty body
+                // unpolled: that is its end too.
+                if done {
+                    if let Some(end) = &self.end {
+                        end.complete();
+                    }
+                }
+                done
+            }
+            Kind::Text { text } => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Text { text } => {
+                SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! [`ContextLayer`] and [`ContextService`]: a context for every request.
+
+use super::body::ContextBody;
+use super::deadline::{caller_timeout, effective, MalformedDeadline};
+use super::request_end::{RequestEnd, ShutdownTally};
+use crate::deadline_header::TimeoutHeader;
+use crate::forward::{ForwardHeaders, DEFAULT_FORWARDED};
+use bytes::Bytes;
+use ctxkit::{CancelHandle, Context};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// A tower [`Layer`] that gives every request a [`Context`], in the
+/// request's extensions, that ends when the request does.
+///
+/// The request's context is a child of the [`Context`] already in the
+/// request's extensions (put there by [`Server`](crate::Server): the
+/// connection's context), or else of the layer's root. It ends:
+///
+/// - with [`Ended::ClientGone`](crate::Ended::ClientGone) when the connection
+///   drops the request before its response is fully sent: the client closed
+///   the connection or reset the HTTP/2 stream;
+/// - with [`Ended::Completed`](crate::Ended::Completed) once the response
+///   body's end has been handed to the connection (a streaming body keeps the
+///   context live until then);
+/// - with [`Error::DeadlineExceeded`](ctxkit::Error::DeadlineExceeded) at the
+///   earlier of [`max_timeout`](Self::max_timeout) and the caller's
+///   `grpc-timeout` / `connect-timeout-ms`;
+/// - when its parent ends (e.g. [`Ended::Shutdown`](crate::Ended::Shutdown)
+///   from the server, after the grace period).
+///
+/// It works with any tower `Service<http::Request<B>>` that answers
+/// `http::Response<ResB>`: axum's `Router`, hyper's `service_fn` through
+/// `hyper_util::service::TowerToHyperService`, tonic.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::{ContextLayer, MalformedDeadline};
+/// use std::time::Duration;
+///
+/// let layer = ContextLayer::new(Context::background())
+///     .max_timeout(Duration::from_secs(30))
+///     .on_malformed_deadline(MalformedDeadline::Ignore);
+/// let app = tower::ServiceBuilder::new()
+///     .layer(layer)
+///     .service(axum::Router::new());
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+pub struct ContextLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    root: Context,
+    max_timeout: Option<Duration>,
+    deadline_headers: Vec<TimeoutHeader>,
+    malformed: MalformedDeadline,
+    forwarded: Vec<HeaderName>,
+    tally: Option<Arc<ShutdownTally>>,
+}
+
+impl ContextLayer {
+    /// A layer whose request contexts descend from `root` (when the request
+    /// carries no context yet), read both deadline headers, reject malformed
+    /// ones with 400, set no server maximum, and keep `x-request-id`,
+    /// `traceparent` and `baggage` as [`ForwardHeaders`].
+    pub fn new(root: Context) -> ContextLayer {
+        ContextLayer {
+            config: Arc::new(Config {
+                root,
+                max_timeout: None,
+                deadline_headers: TimeoutHeader::ALL.to_vec(),
+                malformed: MalformedDeadline::Reject,
+                forwarded: DEFAULT_FORWARDED.to_vec(),
+                tally: None,
+            }),
+        }
+    }
+
+    /// No request runs longer than `max`, whatever its caller asks for.
+    pub fn max_timeout(self, max: Duration) -> ContextLayer {
+        self.with(|config| config.max_timeout = Some(max))
+    }
+
+    /// The deadline headers to read (both by default; none to trust no
+    /// caller).
+    pub fn deadline_headers(self, headers: &[TimeoutHeader]) -> ContextLayer {
+        self.with(|config| config.deadline_headers = headers.to_vec())
+    }
+
+    /// What to do with a malformed deadline header (400 by default).
+    pub fn on_malformed_deadline(self, policy: MalformedDeadline) -> ContextLayer {
+        self.with(|config| config.malformed = policy)
+    }
+
+    /// The request headers kept in the context as [`ForwardHeaders`].
+    pub fn forwarded_headers(self, names: &[HeaderName]) -> ContextLayer {
+        self.with(|config| config.forwarded = names.to_vec())
+    }
+
+    /// The root given to [`new`](Self::new).
+    pub fn root(&self) -> &Context {
+        &self.config.root
+    }
+
+    pub(crate) fn with_tally(self, tally: Arc<ShutdownTally>) -> ContextLayer {
+        self.with(|config| config.tally = Some(tally))
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> ContextLayer {
+        change(Arc::make_mut(&mut self.config));
+        self
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> ContextService<S> {
+        ContextService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The [`Service`] of [`ContextLayer`]: see there.
+#[derive(Clone)]
+pub struct ContextService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ContextService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+    ResB::Data: From<Bytes>,
+{
+    type Response = Response<ContextBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        let (ctx, cancel) = match self.config.request_context(&request) {
+            Ok(pair) => pair,
+            Err(message) => return ResponseFuture::rejected(message),
+        };
+        let head = request.method() == Method::HEAD;
+        request.extensions_mut().insert(ctx.clone());
+        let end = RequestEnd::new(ctx, cancel, head, self.config.tally.clone());
+        ResponseFuture::call(self.inner.call(request), end)
+    }
+}
+
+impl Config {
+    /// The request's context, or the text of a 400 answer.
+    fn request_context<B>(&self, request: &Request<B>) -> Result<(Context, CancelHandle), String> {
+        let headers = request.headers();
+        let caller = caller_timeout(headers, &self.deadline_headers, self.malformed)
+            .map_err(|error| error.to_string())?;
+        let parent = request.extensions().get::<Context>().unwrap_or(&self.root);
+        let (ctx, cancel) = match effective(self.max_timeout, caller) {
+            // with_timeout saturates: a 99999999H budget cannot overflow.
+            Some(timeout) => parent.with_timeout(timeout),
+            None => parent.with_cancel(),
+        };
+        let ctx = match ForwardHeaders::capture(headers, &self.forwarded) {
+            Some(forwarded) => ctx.with_value(forwarded),
+            None => ctx,
+        };
+        Ok((ctx, cancel))
+    }
+}
+
+pin_project! {
+    /// The future of [`ContextService`]: the inner service's response with
+    /// its body wrapped in a [`ContextBody`]. Dropped before it resolves,
+    /// it ends the request's context with
+    /// [`Ended::ClientGone`](crate::Ended::ClientGone).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Call { #[pin] future: F, end: Option<RequestEnd> },
+        Reject { message: Option<String> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn call(future: F, end: RequestEnd) -> ResponseFuture<F> {
+        ResponseFuture {
+            kind: Kind::Call {
+                future,
+                end: Some(end),
+            },
+        }
+    }
+
+    fn rejected(message: String) -> ResponseFuture<F> {
+        ResponseFuture {
+            kind: Kind::Reject {
+                message: Some(message),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ContextBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Call { future, end } => {
+                let result = ready!(future.poll(cx));
+                let end = end.take().expect("ResponseFuture polled after completion");
+                Poll::Ready(match result {
+                    Ok(response) => Ok(response.map(|body| ContextBody::new(body, end))),
+                    Err(error) => {
+                        // The handler is over; the connection reports the error.
+                        end.complete();
+                        Err(error)
+                    }
+                })
+            }
+            KindProj::Reject { message } => {
+                let message = message
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(Ok(bad_request(message)))
+            }
+        }
+    }
+}
+
+fn bad_request<B>(message: String) -> Response<ContextBody<B>> {
+    let mut response = Response::new(ContextBody::text(message));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,100 @@
+//! The end of one request: who ends its context, and the shutdown tally.
+
+use crate::Ended;
+use ctxkit::{CancelHandle, Context};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Owns a request's cancel handle from the call to the last byte of the
+/// response. It moves from the response future into the response body;
+/// dropping it before [`complete`](RequestEnd::complete) means the
+/// connection let go of the request early: the client went away (or the
+/// server aborted the connection, whose own cause then wins).
+pub(crate) struct RequestEnd {
+    ctx: Context,
+    cancel: CancelHandle,
+    /// A HEAD response is complete without its body being read.
+    head: bool,
+    tally: Option<Arc<ShutdownTally>>,
+}
+
+impl RequestEnd {
+    pub(crate) fn new(
+        ctx: Context,
+        cancel: CancelHandle,
+        head: bool,
+        tally: Option<Arc<ShutdownTally>>,
+    ) -> RequestEnd {
+        RequestEnd {
+            ctx,
+            cancel,
+            head,
+            tally,
+        }
+    }
+
+    /// The response has been handed over in full.
+    pub(crate) fn complete(&self) {
+        self.end(Ended::Completed);
+    }
+
+    /// Ends the context with `why`, unless something ended it first (the
+    /// first cancellation wins; checking first spares the cause's
+    /// allocation on the common path where nothing raced).
+    fn end(&self, why: Ended) {
+        if !self.ctx.is_done() {
+            self.cancel.cancel_with(why);
+        }
+    }
+}
+
+impl Drop for RequestEnd {
+    fn drop(&mut self) {
+        self.end(if self.head {
+            Ended::Completed
+        } else {
+            Ended::ClientGone
+        });
+        if let Some(tally) = &self.tally {
+            tally.record(&self.ctx);
+        }
+    }
+}
+
+/// How requests that were still running when shutdown began ended.
+#[derive(Default)]
+pub(crate) struct ShutdownTally {
+    shutting_down: AtomicBool,
+    finished: AtomicUsize,
+    cancelled: AtomicUsize,
+}
+
+impl ShutdownTally {
+    /// From now on, every request that ends is counted.
+    pub(crate) fn begin(&self) {
+        // Relaxed: a request ending at the same instant may or may not be
+        // counted either way; the counts themselves are read only after
+        // every connection task has been joined (a happens-before edge).
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    fn record(&self, ctx: &Context) {
+        if !self.shutting_down.load(Ordering::Relaxed) {
+            return;
+        }
+        let counter = if Ended::of(ctx) == Some(Ended::Shutdown) {
+            &self.cancelled
+        } else {
+            &self.finished
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (finished, cancelled) so far.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (
+            self.finished.load(Ordering::Relaxed),
+            self.cancelled.load(Ordering::Relaxed),
+        )
+    }
+}

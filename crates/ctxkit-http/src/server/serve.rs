@@ -1,0 +1,286 @@
+//! [`Server`]: serve a service on a TCP listener until the root context
+//! ends, then shut down gracefully, bounded.
+
+use super::layer::ContextLayer;
+use super::peer::PeerAddr;
+use super::request_end::ShutdownTally;
+use crate::Ended;
+use bytes::Bytes;
+use ctxkit::{CancelHandle, Context};
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tower_layer::Layer;
+use tower_service::Service;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on one tokio
+/// `TcpListener`, with a context tree like Go's `http.Server`:
+/// the root context (the layer's root, e.g. a signal context) → one
+/// context per connection, with the client's [`PeerAddr`] as a value →
+/// one context per request ([`ContextLayer`]). The root's values are
+/// visible in every request.
+///
+/// When the root ends, [`serve`](Self::serve):
+/// 1. stops accepting (the listener is closed: new connections are refused);
+/// 2. closes idle keep-alive connections and sends HTTP/2 GOAWAY;
+/// 3. lets in-flight requests finish for the [grace period](Self::grace);
+/// 4. ends the rest with [`Ended::Shutdown`];
+/// 5. waits for them at most [`drain_timeout`](Self::drain_timeout), aborts
+///    what is left, and returns a [`ShutdownReport`].
+///
+/// It never waits forever. The root's end does not reach the requests
+/// directly: between the root and the connections sits the server's own
+/// context, [`context`](Self::context), which keeps the root's values but
+/// ends only with `Ended::Shutdown`.
+///
+/// ```no_run
+/// use ctxkit::Context;
+/// use ctxkit_http::{ContextLayer, RequestContext, Server};
+/// use std::time::Duration;
+///
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// let (root, _signals) = ctxkit::signal::notify_context_tokio(&Context::background())?;
+/// let app = axum::Router::new().route(
+///     "/",
+///     axum::routing::get(|ctx: RequestContext| async move { format!("{:?}", ctx.remaining()) }),
+/// );
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let report = Server::new(ContextLayer::new(root).max_timeout(Duration::from_secs(10)))
+///     .grace(Duration::from_secs(5))
+///     .serve(listener, app)
+///     .await?;
+/// eprintln!("{} finished, {} cancelled", report.finished, report.cancelled);
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    layer: ContextLayer,
+    context: Context,
+    shutdown: CancelHandle,
+    grace: Duration,
+    drain_timeout: Duration,
+}
+
+/// What a graceful shutdown did with the requests that were running when
+/// the root context ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Requests that ended on their own after shutdown began (completed,
+    /// client gone or deadline), within the grace period.
+    pub finished: usize,
+    /// Requests ended with [`Ended::Shutdown`] when the grace period ran out.
+    pub cancelled: usize,
+    /// Connections still open after the drain timeout, aborted.
+    pub aborted_connections: usize,
+}
+
+impl Server {
+    /// A server whose requests get their contexts from `layer`, with a 10 s
+    /// grace period and a 5 s drain timeout.
+    pub fn new(layer: ContextLayer) -> Server {
+        let (context, shutdown) = layer.root().without_cancel().with_cancel();
+        Server {
+            layer,
+            context,
+            shutdown,
+            grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How long in-flight requests may run on once the root has ended.
+    pub fn grace(mut self, grace: Duration) -> Server {
+        self.grace = grace;
+        self
+    }
+
+    /// How long to wait, after the grace period, for requests ended with
+    /// [`Ended::Shutdown`] to return before their connections are aborted.
+    pub fn drain_timeout(mut self, drain_timeout: Duration) -> Server {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// The server's context: the parent of every connection's context. It
+    /// has the root's values and ends only with [`Ended::Shutdown`];
+    /// [`registrations`](Context::registrations) counts the open
+    /// connections, for leak checks.
+    pub fn context(&self) -> Context {
+        self.context.clone()
+    }
+
+    /// Serves `service` on `listener` until the root context ends, then
+    /// shuts down as the type's documentation says.
+    ///
+    /// # Errors
+    ///
+    /// None today: accept errors (a client that reset before being accepted,
+    /// too many open files) are waited out, as a server must survive them.
+    /// The `Result` leaves room for errors that end serving.
+    pub async fn serve<S, B>(self, listener: TcpListener, service: S) -> io::Result<ShutdownReport>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: From<Bytes> + Send,
+        B::Error: Into<BoxError>,
+    {
+        let tally = Arc::new(ShutdownTally::default());
+        let service = self.layer.clone().with_tally(tally.clone()).layer(service);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        let root = self.layer.root().clone();
+        let mut connections = JoinSet::new();
+        accept_until_done(&root, &listener, &mut connections, |stream, peer| {
+            let connection = Connection {
+                ctx: self.context.with_value(PeerAddr(peer)),
+                root: root.clone(),
+                builder: builder.clone(),
+            };
+            connection.run(stream, service.clone())
+        })
+        .await;
+        drop(listener);
+        tally.begin();
+        let aborted_connections = self.drain(&mut connections).await;
+        let (finished, cancelled) = tally.counts();
+        Ok(ShutdownReport {
+            finished,
+            cancelled,
+            aborted_connections,
+        })
+    }
+
+    /// Steps 3 to 5 of the shutdown; the connections already know (they
+    /// watch the root) and are closing. Returns how many were aborted.
+    async fn drain(&self, connections: &mut JoinSet<()>) -> usize {
+        if join_all(connections, self.grace).await {
+            return 0;
+        }
+        self.shutdown.cancel_with(Ended::Shutdown);
+        if join_all(connections, self.drain_timeout).await {
+            return 0;
+        }
+        let aborted = connections.len();
+        connections.abort_all();
+        // An aborted task ends at its next await; a handler blocking its
+        // worker thread would not, so even this wait is bounded.
+        join_all(connections, self.drain_timeout).await;
+        aborted
+    }
+}
+
+/// Accepts connections and spawns `serve` for each until `root` ends,
+/// reaping finished connection tasks as it goes.
+async fn accept_until_done<F, Fut>(
+    root: &Context,
+    listener: &TcpListener,
+    connections: &mut JoinSet<()>,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let done = root.done();
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut done => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve(stream, peer));
+                }
+                // Per-connection failures (ECONNABORTED) and resource
+                // exhaustion (EMFILE) pass; pause so as not to spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
+        }
+    }
+}
+
+/// Joins every task, or gives up after `limit`: true when all ended.
+async fn join_all(connections: &mut JoinSet<()>, limit: Duration) -> bool {
+    let all = async { while connections.join_next().await.is_some() {} };
+    tokio::time::timeout(limit, all).await.is_ok()
+}
+
+/// One accepted connection and its context.
+struct Connection {
+    ctx: Context,
+    root: Context,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Connection {
+    async fn run<S, B>(self, stream: TcpStream, service: S)
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let (ctx, cancel) = self.ctx.with_cancel();
+        let service = TowerToHyperService::new(WithContext {
+            ctx,
+            inner: service,
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = self.root.done() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+        // Whatever ended the connection, the client can no longer be
+        // answered on it; a shutdown's own cause, if first, wins.
+        cancel.cancel_with(Ended::ClientGone);
+    }
+}
+
+/// Puts the connection's context in each request's extensions, as the
+/// parent of the request's context.
+#[derive(Clone)]
+struct WithContext<S> {
+    ctx: Context,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for WithContext<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> S::Future {
+        request.extensions_mut().insert(self.ctx.clone());
+        self.inner.call(request)
+    }
+}
