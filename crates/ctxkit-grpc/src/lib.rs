@@ -1,1 +1,99 @@
-//! Deadlines, cancellation and values across gRPC services, under a [`ctxkit::Context`].
+//! One context tree across gRPC services: deadlines, cancellation and
+//! request-scoped values over [tonic], the way grpc-go carries them, and
+//! interoperable with any other gRPC implementation.
+//!
+//! - [`ServerLayer`], a layer for [`tonic::transport::Server`], gives every
+//!   call a [`ctxkit::Context`] derived from a root, in the request's
+//!   extensions ([`RequestExt::context`]). Its deadline is the earlier of
+//!   the caller's `grpc-timeout` and the server's maximum; it is cancelled,
+//!   with the cause [`Ended::ClientGone`], when the caller resets the stream
+//!   or the connection drops; it carries the caller's `x-request-id`, W3C
+//!   `traceparent`, `tracestate` and `baggage` as [`ForwardHeaders`]. A call
+//!   whose context ended first ends with `DEADLINE_EXCEEDED` or `CANCELLED`,
+//!   as the context's `err()` says.
+//! - [`ClientLayer`], around a [`tonic::transport::Channel`], makes every
+//!   call issued with a context ([`RequestExt::with_context`], [`request`])
+//!   send the remaining deadline as `grpc-timeout`, fail locally when the
+//!   context is already done (nothing is sent), reset the stream when the
+//!   context ends, and forward the configured values as metadata.
+//! - [`IntoStatus`] turns a context error into the status grpc-go would
+//!   send.
+//!
+//! A call that crosses three services, all in one process here:
+//!
+//! ```
+//! use ctxkit::Context;
+//! use ctxkit_grpc::demo::work_client::WorkClient;
+//! use ctxkit_grpc::demo::work_server::{Work, WorkServer};
+//! use ctxkit_grpc::demo::{WorkReply, WorkRequest};
+//! use ctxkit_grpc::{ClientLayer, ForwardHeaders, IntoStatus, RequestExt, ServerLayer};
+//! use std::time::Duration;
+//! use tonic::{Request, Response, Status};
+//! use tower_layer::Layer;
+//!
+//! struct Hop;
+//!
+//! #[tonic::async_trait]
+//! impl Work for Hop {
+//!     async fn r#do(&self, request: Request<WorkRequest>) -> Result<Response<WorkReply>, Status> {
+//!         let ctx = request.context();
+//!         let remaining_ms = ctx.remaining().map_or(-1, |left| left.as_millis() as i64);
+//!         let request_id = ForwardHeaders::of(&ctx)
+//!             .and_then(|values| values.get("x-request-id")?.to_str().ok())
+//!             .unwrap_or_default()
+//!             .to_owned();
+//!         ctx.check().map_err(IntoStatus::into_status)?;
+//!         Ok(Response::new(WorkReply { hop: "leaf".into(), remaining_ms, request_id, next: None }))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let address = listener.local_addr().unwrap();
+//! tokio::spawn(
+//!     tonic::transport::Server::builder()
+//!         .layer(ServerLayer::new(Context::background()))
+//!         .add_service(WorkServer::new(Hop))
+//!         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+//! );
+//!
+//! let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+//!     .unwrap()
+//!     .connect_lazy();
+//! let mut client = WorkClient::new(ClientLayer::new().layer(channel));
+//! let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(300));
+//! let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "r-7"));
+//! let reply = client
+//!     .r#do(Request::new(WorkRequest { work_ms: 0 }).with_context(&ctx))
+//!     .await
+//!     .unwrap()
+//!     .into_inner();
+//! assert!((0..=300).contains(&reply.remaining_ms));
+//! assert_eq!(reply.request_id, "r-7");
+//! # });
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod forward;
+mod request;
+mod server;
+mod status;
+pub mod w3c;
+
+pub use client::{ClientBody, ClientFuture, ClientLayer, ClientService};
+pub use ctxkit_http::{Ended, ForwardHeaders};
+pub use forward::Propagation;
+pub use request::{request, RequestExt};
+pub use server::{ServerBody, ServerFuture, ServerLayer, ServerService};
+pub use status::{code_name, context_status, timeout_header_status, IntoStatus};
+
+/// The demo service `ctxkit.demo.v1.Work`, generated from
+/// `proto/work.proto` (the project's shared proto, copied unchanged): what
+/// the `chain` example serves and calls, and what the interop tests call
+/// from other gRPC implementations.
+#[allow(missing_docs, clippy::all)]
+pub mod demo {
+    tonic::include_proto!("ctxkit.demo.v1");
+}

@@ -1,0 +1,139 @@
+//! [`Propagation`]: which request-scoped values cross the wire as
+//! metadata, checked on the way in.
+
+use crate::w3c;
+use ctxkit_http::ForwardHeaders;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+
+/// Which metadata values a service takes from its callers and passes on:
+/// by default `x-request-id`, `traceparent`, `tracestate` and `baggage`.
+///
+/// Incoming values are checked ([`w3c`]) before they enter a context: a
+/// malformed `traceparent`, `tracestate` or `baggage` is dropped (and
+/// `tracestate` with a dropped `traceparent`), `baggage` is held to 64
+/// members and 8192 bytes, a request id longer than 256 bytes or with
+/// characters other than visible ASCII is dropped, and a name that appears
+/// more than once (other than the list-valued `tracestate` and `baggage`)
+/// is dropped.
+///
+/// ```
+/// use ctxkit_grpc::Propagation;
+/// use http::{HeaderMap, HeaderValue};
+///
+/// let mut metadata = HeaderMap::new();
+/// metadata.insert("x-request-id", HeaderValue::from_static("r-1"));
+/// metadata.insert("traceparent", HeaderValue::from_static("garbage"));
+/// let restored = Propagation::default().restore(&metadata).unwrap();
+/// assert_eq!(restored.get("x-request-id").unwrap(), "r-1");
+/// assert!(restored.get("traceparent").is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Propagation {
+    names: Vec<HeaderName>,
+}
+
+const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+const BAGGAGE: &str = "baggage";
+
+impl Default for Propagation {
+    fn default() -> Propagation {
+        Propagation {
+            names: [REQUEST_ID, TRACEPARENT, TRACESTATE, BAGGAGE]
+                .map(HeaderName::from_static)
+                .to_vec(),
+        }
+    }
+}
+
+impl Propagation {
+    /// Propagates nothing.
+    pub fn none() -> Propagation {
+        Propagation { names: Vec::new() }
+    }
+
+    /// Also propagates `name`.
+    pub fn with(mut self, name: HeaderName) -> Propagation {
+        if !self.names.contains(&name) {
+            self.names.push(name);
+        }
+        self
+    }
+
+    /// The names propagated.
+    pub fn names(&self) -> &[HeaderName] {
+        &self.names
+    }
+
+    /// The propagated values found in `metadata` that pass their checks, or
+    /// `None` when there are none (a call without them costs no context
+    /// value).
+    pub fn restore(&self, metadata: &HeaderMap) -> Option<ForwardHeaders> {
+        let mut restored = HeaderMap::new();
+        for name in &self.names {
+            if let Some(value) = checked(name, metadata) {
+                restored.insert(name.clone(), value);
+            }
+        }
+        // W3C Trace Context: without a valid traceparent, tracestate means
+        // nothing.
+        if self.names.iter().any(|n| n == TRACEPARENT) && !restored.contains_key(TRACEPARENT) {
+            restored.remove(TRACESTATE);
+        }
+        if restored.is_empty() {
+            return None;
+        }
+        let mut values = ForwardHeaders::new();
+        for (name, value) in restored {
+            // Each name once: `HeaderMap::insert` above keeps one value.
+            values.insert(name.expect("one value per name"), value);
+        }
+        Some(values)
+    }
+
+    /// Adds to `metadata` the propagated names that `values` holds and
+    /// `metadata` does not already carry (metadata set on the call itself
+    /// wins).
+    pub fn forward(&self, values: &ForwardHeaders, metadata: &mut HeaderMap) {
+        for name in &self.names {
+            if let Some(value) = values.headers().get(name) {
+                if !metadata.contains_key(name) {
+                    metadata.insert(name.clone(), value.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The value of `name` in `metadata` if it passes the checks for its kind.
+fn checked(name: &HeaderName, metadata: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = metadata.get_all(name).iter();
+    let first = values.next()?;
+    match name.as_str() {
+        TRACESTATE | BAGGAGE => {
+            let joined = join(first, values);
+            let kept = if name == TRACESTATE {
+                w3c::valid_tracestate(&joined).then(|| joined.clone())
+            } else {
+                w3c::held_baggage(&joined).map(String::into_bytes)
+            };
+            HeaderValue::from_bytes(&kept?).ok()
+        }
+        _ if values.next().is_some() => None,
+        TRACEPARENT => w3c::valid_traceparent(first.as_bytes()).then(|| first.clone()),
+        REQUEST_ID => w3c::valid_request_id(first.as_bytes()).then(|| first.clone()),
+        _ => w3c::valid_other(first.as_bytes()).then(|| first.clone()),
+    }
+}
+
+/// A list-valued header sent as several fields, as one value.
+fn join<'a>(first: &'a HeaderValue, rest: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
+    let mut joined = first.as_bytes().to_vec();
+    for value in rest {
+        joined.push(b',');
+        joined.extend_from_slice(value.as_bytes());
+    }
+    joined
+}

@@ -1,0 +1,392 @@
+//! [`ServerLayer`]: a context for every call a tonic server serves.
+
+use crate::{context_status, timeout_header_status, IntoStatus, Propagation};
+use bytes::Buf;
+use ctxkit::{CancelHandle, Context, OwnedDone};
+use ctxkit_http::deadline_header::TimeoutHeader;
+use ctxkit_http::Ended;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Poll};
+use std::time::{Duration, Instant};
+use tonic::Status;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// A [`Layer`] for [`tonic::transport::Server`] (or any tower server of
+/// `http` requests) that gives every call its own [`Context`], derived from
+/// a root, in the request's extensions.
+///
+/// The call's context:
+/// - has the earlier of the caller's `grpc-timeout` and the server's
+///   [`max_timeout`](Self::max_timeout) as its deadline (measured from the
+///   call's arrival);
+/// - is cancelled with the cause [`Ended::ClientGone`] when the caller
+///   resets the stream (RST_STREAM, which drops the call) or the connection
+///   drops, and with [`Ended::Completed`] once the response is sent, its
+///   trailers included;
+/// - carries the caller's propagated values as a
+///   [`ForwardHeaders`](crate::ForwardHeaders) (see [`Propagation`]);
+/// - is a child of the root, so cancelling the root cancels every call.
+///
+/// Statuses follow grpc-go: a call whose context ended before the handler
+/// answered ends with `DEADLINE_EXCEEDED` or `CANCELLED`, as the context's
+/// `err()` says, whatever the handler answers later; a handler still running
+/// at that point is dropped (spawn work that must outlive the call). A
+/// malformed `grpc-timeout` is answered with `INTERNAL` without calling the
+/// handler, as grpc-go does.
+///
+/// ```no_run
+/// use ctxkit::Context;
+/// use ctxkit_grpc::demo::work_server::WorkServer;
+/// use ctxkit_grpc::ServerLayer;
+/// use std::time::Duration;
+/// # struct Hop;
+/// # #[tonic::async_trait]
+/// # impl ctxkit_grpc::demo::work_server::Work for Hop {
+/// #     async fn r#do(&self, _: tonic::Request<ctxkit_grpc::demo::WorkRequest>)
+/// #         -> Result<tonic::Response<ctxkit_grpc::demo::WorkReply>, tonic::Status> { todo!() }
+/// # }
+///
+/// # async fn serve() -> Result<(), tonic::transport::Error> {
+/// tonic::transport::Server::builder()
+///     .layer(ServerLayer::new(Context::background()).max_timeout(Duration::from_secs(10)))
+///     .add_service(WorkServer::new(Hop))
+///     .serve("127.0.0.1:50051".parse().unwrap())
+///     .await
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    root: Context,
+    max_timeout: Option<Duration>,
+    propagation: Propagation,
+}
+
+impl ServerLayer {
+    /// Calls get contexts derived from `root`; no maximum deadline;
+    /// the [default](Propagation::default) values are restored.
+    pub fn new(root: Context) -> ServerLayer {
+        ServerLayer {
+            config: Arc::new(Config {
+                root,
+                max_timeout: None,
+                propagation: Propagation::default(),
+            }),
+        }
+    }
+
+    /// No call runs longer than `max`, whatever its caller sends (or when
+    /// it sends no deadline).
+    pub fn max_timeout(mut self, max: Duration) -> ServerLayer {
+        Arc::make_mut(&mut self.config).max_timeout = Some(max);
+        self
+    }
+
+    /// Restores these values from the caller's metadata instead of the
+    /// default ones.
+    pub fn propagation(mut self, propagation: Propagation) -> ServerLayer {
+        Arc::make_mut(&mut self.config).propagation = propagation;
+        self
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+
+    fn layer(&self, inner: S) -> ServerService<S> {
+        ServerService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service [`ServerLayer`] wraps around a server's routes.
+#[derive(Clone, Debug)]
+pub struct ServerService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ServerService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<ServerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let arrival = Instant::now();
+        let caller_timeout = match request.headers().get(TimeoutHeader::GrpcTimeout.name()) {
+            None => None,
+            Some(value) => match TimeoutHeader::GrpcTimeout.decode(value.as_bytes()) {
+                Ok(timeout) => Some(timeout),
+                Err(error) => return ServerFuture::answered(timeout_header_status(&error)),
+            },
+        };
+        let config = &*self.config;
+        let limit = match (caller_timeout, config.max_timeout) {
+            (Some(caller), Some(max)) => Some(caller.min(max)),
+            (one, other) => one.or(other),
+        };
+        // A deadline past what `Instant` can hold (99999999H) is no deadline.
+        let deadline = limit.and_then(|limit| arrival.checked_add(limit));
+        let parent = match config.propagation.restore(request.headers()) {
+            Some(values) => config.root.with_value(values),
+            None => config.root.clone(),
+        };
+        let (ctx, cancel) = match deadline {
+            Some(deadline) => parent.with_deadline(deadline),
+            None => parent.with_cancel(),
+        };
+        request.extensions_mut().insert(ctx.clone());
+        ServerFuture {
+            state: State::Running {
+                inner: self.inner.call(request),
+                call: Call {
+                    ctx,
+                    deadline,
+                    done: None,
+                    guard: CallGuard::new(Some(cancel)),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ServerService`]: the handler's, raced
+    /// against the call's context. Dropped before it completes (the caller
+    /// reset the stream or the connection dropped), it cancels the call's
+    /// context with [`Ended::ClientGone`].
+    pub struct ServerFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] inner: F, call: Call },
+        Answered { status: Option<Status> },
+    }
+}
+
+impl<F> ServerFuture<F> {
+    fn answered(status: Status) -> ServerFuture<F> {
+        ServerFuture {
+            state: State::Answered {
+                status: Some(status),
+            },
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ServerFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<ServerBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let (inner, call) = match self.project().state.project() {
+            StateProj::Answered { status } => {
+                let status = status.take().expect("ServerFuture polled after completion");
+                return Poll::Ready(Ok(status.into_http()));
+            }
+            StateProj::Running { inner, call } => (inner, call),
+        };
+        match inner.poll(cx) {
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(call.respond(response))),
+            Poll::Ready(Err(error)) => {
+                call.guard.end(Ended::Completed);
+                return Poll::Ready(Err(error));
+            }
+            Poll::Pending => {}
+        }
+        match call.ended(cx) {
+            Some(status) => Poll::Ready(Ok(status.into_http())),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// One call's context and the handle that ends it.
+struct Call {
+    ctx: Context,
+    deadline: Option<Instant>,
+    /// Registered only once the handler is pending: a handler that answers
+    /// at once costs no waiter.
+    done: Option<OwnedDone>,
+    guard: CallGuard,
+}
+
+impl Call {
+    /// The handler answered: its response, unless the call's context ended
+    /// first (then the context's status, as grpc-go sends it).
+    fn respond<B>(&mut self, response: http::Response<B>) -> http::Response<ServerBody<B>> {
+        if let Some(status) = self.status() {
+            return status.into_http();
+        }
+        let guard = CallGuard::new(self.guard.cancel.take());
+        response.map(|body| ServerBody {
+            inner: Some(body),
+            guard,
+        })
+    }
+
+    /// The status to answer with if the call's context has ended, waking
+    /// the task when it ends otherwise.
+    fn ended(&mut self, cx: &mut std::task::Context<'_>) -> Option<Status> {
+        if let Some(status) = self.status() {
+            return Some(status);
+        }
+        let done = self.done.get_or_insert_with(|| self.ctx.done_owned());
+        ready_or_none(Pin::new(done).poll(cx))?;
+        self.status()
+    }
+
+    /// The context's status once it ended, or once its deadline has passed:
+    /// tonic runs its own timer on `grpc-timeout` outside this layer, and
+    /// polls this future before it answers `CANCELLED` ("Timeout expired"),
+    /// so the deadline is checked here too, whichever timer fires first.
+    fn status(&mut self) -> Option<Status> {
+        if let Some(status) = context_status(&self.ctx) {
+            self.guard.end(Ended::Completed); // already ended: keeps err and cause
+            return Some(status);
+        }
+        let deadline = self.deadline?;
+        if Instant::now() < deadline {
+            return None;
+        }
+        // Let the context's own timer end it, with `DeadlineExceeded`.
+        if let Some(cancel) = self.guard.cancel.take() {
+            cancel.detach();
+        }
+        Some(ctxkit::Error::DeadlineExceeded.into_status())
+    }
+}
+
+fn ready_or_none<T>(poll: Poll<T>) -> Option<T> {
+    match poll {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}
+
+/// Cancels the call's context with [`Ended::ClientGone`] if dropped before
+/// the call ended: hyper drops a call's future and body when the caller
+/// resets the stream or the connection goes.
+#[derive(Debug)]
+struct CallGuard {
+    cancel: Option<CancelHandle>,
+    /// Set when the body said it has nothing more to send: hyper may then
+    /// drop it without polling it again, and the call completed.
+    sent: AtomicBool,
+}
+
+impl CallGuard {
+    fn new(cancel: Option<CancelHandle>) -> CallGuard {
+        CallGuard {
+            cancel,
+            sent: AtomicBool::new(false),
+        }
+    }
+
+    fn end(&mut self, why: Ended) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel.cancel_with(why);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if *self.sent.get_mut() {
+            self.end(Ended::Completed);
+        } else {
+            self.end(Ended::ClientGone);
+        }
+    }
+}
+
+pin_project! {
+    /// The response body of a call served under [`ServerLayer`]: the
+    /// handler's body, which keeps the call's context live until it has
+    /// sent its last frame (trailers included); dropped before that, the
+    /// caller went away, and the context ends with [`Ended::ClientGone`].
+    pub struct ServerBody<B> {
+        #[pin]
+        inner: Option<B>,
+        guard: CallGuard,
+    }
+}
+
+impl<B> Default for ServerBody<B> {
+    /// No frames: the body of a status answered by the layer itself.
+    fn default() -> Self {
+        ServerBody {
+            inner: None,
+            guard: CallGuard::new(None),
+        }
+    }
+}
+
+impl<B> Body for ServerBody<B>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(inner.poll_frame(cx));
+        let last = match &frame {
+            None | Some(Err(_)) => true,
+            Some(Ok(frame)) => frame.is_trailers(),
+        };
+        if last {
+            this.guard.end(Ended::Completed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.as_ref().is_none_or(Body::is_end_stream);
+        if end {
+            // Relaxed: read by `Drop` through `&mut`, which orders it.
+            self.guard.sent.store(true, Ordering::Relaxed);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
