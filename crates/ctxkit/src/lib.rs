@@ -83,6 +83,9 @@ pub mod group;
 mod handle;
 #[cfg(all(test, loom))]
 mod loom_tests;
+// Blocking sockets need real threads and callbacks, not loom models.
+#[cfg(not(loom))]
+pub mod net;
 mod node_ref;
 pub mod or_done;
 #[cfg(feature = "rayon")]
@@ -90,6 +93,8 @@ pub mod parallel;
 pub mod pipeline;
 #[cfg(any(feature = "crossbeam", feature = "tokio"))]
 pub mod pool;
+#[cfg(not(loom))]
+pub mod process;
 mod registry;
 // tokio has no signal support under loom, and models need none.
 #[cfg(all(feature = "signal", not(loom)))]
