@@ -13,13 +13,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower_layer::Layer;
@@ -244,7 +247,11 @@ impl Connection {
             ctx,
             inner: service,
         });
-        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(DeferEof {
+            stream,
+            deferred: false,
+        });
+        let connection = self.builder.serve_connection(io, service);
         tokio::pin!(connection);
         tokio::select! {
             _ = connection.as_mut() => {}
@@ -282,5 +289,68 @@ where
     fn call(&mut self, mut request: Request<B>) -> S::Future {
         request.extensions_mut().insert(self.ctx.clone());
         self.inner.call(request)
+    }
+}
+
+pin_project! {
+    /// A TCP stream that reports its end of file one poll late. A client
+    /// may send a request and close at once; hyper reads both in one go and
+    /// would drop the request before ever polling it, so its handler would
+    /// never run. One poll's delay lets hyper start the handler first,
+    /// which then sees its context end with `ClientGone` at once, as a Go
+    /// handler runs with the context of a client that already left.
+    struct DeferEof {
+        #[pin]
+        stream: TcpStream,
+        deferred: bool,
+    }
+}
+
+impl AsyncRead for DeferEof {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        ready!(this.stream.poll_read(cx, buf))?;
+        let eof = buf.filled().len() == before && buf.remaining() > 0;
+        if eof && !*this.deferred {
+            *this.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for DeferEof {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().stream.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().stream.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
     }
 }

@@ -1,0 +1,226 @@
+//! How a request's context ends: the client going away (HTTP/1.1 and
+//! HTTP/2, while the handler neither reads nor writes), the response
+//! completing (only once a streaming body is done), and the tree the
+//! context hangs in.
+
+mod common;
+
+use axum::extract::State;
+use axum::routing::get;
+use bytes::Bytes;
+use common::*;
+use ctxkit::Context;
+use ctxkit_http::{ContextLayer, Ended, PeerAddr, RequestContext};
+use http_body_util::BodyExt;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// A root value, visible in every request.
+struct Service(&'static str);
+
+fn app(probe: Probe) -> axum::Router {
+    axum::Router::new()
+        .route(
+            // Neither reads nor writes until its context ends.
+            "/hang",
+            get(
+                |State(probe): State<Probe>, ctx: RequestContext| async move {
+                    probe.started(&ctx);
+                    ctx.done().await;
+                    "ended"
+                },
+            ),
+        )
+        .route(
+            // Streams one chunk per 20 ms, 10 chunks, unless ended first.
+            "/stream",
+            get(
+                |State(probe): State<Probe>, ctx: RequestContext| async move {
+                    probe.started(&ctx);
+                    let chunks = futures::stream::unfold(0, |sent| async move {
+                        if sent == 10 {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Some((
+                            Ok::<_, std::io::Error>(Bytes::from_static(b"chunk\n")),
+                            sent + 1,
+                        ))
+                    });
+                    axum::body::Body::from_stream(chunks)
+                },
+            ),
+        )
+        .route(
+            "/values",
+            get(|ctx: RequestContext| async move {
+                format!(
+                    "{} {}",
+                    ctx.value::<Service>().map_or("none", |s| s.0),
+                    PeerAddr::of(&ctx).map_or("none".into(), |a| a.ip().to_string())
+                )
+            }),
+        )
+        .with_state(probe)
+}
+
+async fn server() -> (TestServer, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let (probe, seen) = Probe::new();
+    let root = Context::background().with_value(Service("orders"));
+    let server =
+        TestServer::start(ContextLayer::new(root), Duration::from_secs(1), app(probe)).await;
+    (server, seen)
+}
+
+#[tokio::test]
+async fn closing_the_connection_mid_request_is_client_gone() {
+    let (server, mut seen) = server().await;
+    for protocol in BOTH {
+        let mut client = Connected::open(server.addr, protocol).await;
+        let response = client.get("/hang", &[]);
+        let pending = tokio::spawn(response);
+        let request = next_seen(&mut seen).await;
+        assert!(!request.ctx.is_done());
+        let closed = Instant::now();
+        client.close();
+        pending.abort();
+        request.assert_both_saw(closed, Ended::ClientGone).await;
+        assert_eq!(request.ctx.err(), Some(ctxkit::Error::Canceled));
+    }
+}
+
+#[tokio::test]
+async fn an_http2_stream_reset_is_client_gone_and_the_connection_lives_on() {
+    let (server, mut seen) = server().await;
+    let mut client = Connected::open(server.addr, Protocol::Http2).await;
+    let response = tokio::spawn(client.get("/hang", &[]));
+    let request = next_seen(&mut seen).await;
+    let reset = Instant::now();
+    response.abort(); // drops the response future: RST_STREAM(CANCEL)
+    request.assert_both_saw(reset, Ended::ClientGone).await;
+    // The same connection still serves.
+    let (status, body) = client.fetch("/values", &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "orders 127.0.0.1"));
+}
+
+#[tokio::test]
+async fn a_client_that_sends_and_closes_without_reading_is_client_gone() {
+    let (server, mut seen) = server().await;
+    // HTTP/1.1: the request and an immediate close, nothing read.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    raw.write_all(b"GET /hang HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let closed = Instant::now();
+    drop(raw);
+    let request = next_seen(&mut seen).await;
+    request.assert_both_saw(closed, Ended::ClientGone).await;
+
+    // HTTP/2: the preface, a request, and the connection gone at once.
+    let mut client = Connected::open(server.addr, Protocol::Http2).await;
+    let response = client.get("/hang", &[]);
+    let sent = tokio::spawn(response);
+    tokio::task::yield_now().await;
+    let closed = Instant::now();
+    client.close();
+    let request = next_seen(&mut seen).await;
+    sent.abort();
+    request.assert_both_saw(closed, Ended::ClientGone).await;
+}
+
+#[tokio::test]
+async fn a_streaming_body_keeps_the_context_live_until_its_last_byte() {
+    let (server, mut seen) = server().await;
+    for protocol in BOTH {
+        let mut client = Connected::open(server.addr, protocol).await;
+        let response = client.get("/stream", &[]).await.unwrap();
+        let request = next_seen(&mut seen).await;
+        let mut body = response.into_body();
+        let mut chunks = 0;
+        while let Some(frame) = body.frame().await {
+            if frame
+                .unwrap()
+                .data_ref()
+                .is_some_and(|data| !data.is_empty())
+            {
+                chunks += 1;
+            }
+            if chunks < 10 {
+                // The handler returned long ago; the body is still going.
+                assert!(
+                    !request.ctx.is_done(),
+                    "{protocol:?}: ended after {chunks} chunks"
+                );
+            }
+        }
+        assert_eq!(chunks, 10);
+        let done = Instant::now();
+        request.assert_both_saw(done, Ended::Completed).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_stream_is_client_gone() {
+    let (server, mut seen) = server().await;
+    for protocol in BOTH {
+        let mut client = Connected::open(server.addr, protocol).await;
+        let response = client.get("/stream", &[]).await.unwrap();
+        let request = next_seen(&mut seen).await;
+        let mut body = response.into_body();
+        body.frame().await.unwrap().unwrap();
+        let closed = Instant::now();
+        drop(body);
+        client.close();
+        request.assert_both_saw(closed, Ended::ClientGone).await;
+    }
+}
+
+#[tokio::test]
+async fn root_values_and_the_peer_address_are_in_every_request() {
+    let (server, _seen) = server().await;
+    for protocol in BOTH {
+        let mut client = Connected::open(server.addr, protocol).await;
+        let (status, body) = client.fetch("/values", &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "orders 127.0.0.1"));
+    }
+}
+
+#[tokio::test]
+async fn the_layer_alone_serves_hyper_service_fn_and_tower_services() {
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceBuilder;
+
+    let (root, _cancel) = Context::background().with_cancel();
+    let (probe, mut seen) = Probe::new();
+    let handler = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let probe = probe.clone();
+        async move {
+            let ctx = RequestContext(RequestContext::of(&request).unwrap().clone());
+            probe.started(&ctx);
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"hello"),
+            )))
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(ContextLayer::new(root.clone()))
+        .service(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, TowerToHyperService::new(service))
+            .await;
+    });
+    let mut client = Connected::open(addr, Protocol::Http1).await;
+    let (status, body) = client.fetch("/", &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "hello"));
+    let request = next_seen(&mut seen).await;
+    request
+        .assert_both_saw(Instant::now(), Ended::Completed)
+        .await;
+    client.close();
+    assert_eq!(root.registrations(), 0, "the request left its root");
+}
