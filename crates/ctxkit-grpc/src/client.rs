@@ -1,6 +1,6 @@
 //! [`ClientLayer`]: calls that honour the context they are made under.
 
-use crate::{context_status, ForwardHeaders, Propagation};
+use crate::{context_status, ForwardHeaders, IntoStatus, Propagation};
 use ctxkit::{Context, OwnedDone};
 use ctxkit_http::deadline_header::TimeoutHeader;
 use http::{HeaderMap, HeaderValue};
@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -189,7 +189,7 @@ where
             let ctx = this.ctx.take();
             return Poll::Ready(match result {
                 Ok(response) => Ok(response.map(|body| ClientBody::new(body, ctx))),
-                Err(error) => Err(error.into()),
+                Err(error) => Err(over(ctx.as_ref()).map_or_else(|| error.into(), Into::into)),
             });
         }
         match ended(this.ctx.as_ref(), this.done, cx) {
@@ -200,6 +200,22 @@ where
             None => Poll::Pending,
         }
     }
+}
+
+/// The context's status if it has ended or its deadline has passed.
+///
+/// tonic's channel runs a timer of its own on the `grpc-timeout` this layer
+/// sends, and fails the call with `CANCELLED` ("Timeout expired", tonic
+/// #1826) when it fires; it fires no earlier than the context's deadline
+/// (the header is rounded up and read after the context's clock started),
+/// so an error that comes once the deadline has passed is the deadline's,
+/// `DEADLINE_EXCEEDED`, as grpc-go reports it.
+fn over(ctx: Option<&Context>) -> Option<Status> {
+    let ctx = ctx?;
+    context_status(ctx).or_else(|| {
+        let passed = ctx.deadline()? <= Instant::now();
+        passed.then(|| ctxkit::Error::DeadlineExceeded.into_status())
+    })
 }
 
 /// The status of the call if its context has ended; otherwise registers
@@ -263,6 +279,10 @@ where
         let status = match this.ctx.as_ref().and_then(context_status) {
             Some(status) => status,
             None => match inner.poll_frame(cx) {
+                Poll::Ready(Some(Err(error))) => {
+                    let status = over(this.ctx.as_ref());
+                    return Poll::Ready(Some(Err(status.map_or_else(|| error.into(), Into::into))));
+                }
                 Poll::Ready(frame) => return Poll::Ready(frame.map(|f| f.map_err(Into::into))),
                 Poll::Pending => match ended(this.ctx.as_ref(), this.done, cx) {
                     Some(status) => status,
