@@ -101,8 +101,8 @@ where
         let Some(ctx) = request.extensions().get::<Context>().cloned() else {
             return ClientFuture::new(self.inner.call(request), None);
         };
-        if let Err(error) = self.propagation.apply(&ctx, request.headers_mut()) {
-            return ClientFuture::failed(error);
+        if self.propagation.apply(&ctx, request.headers_mut()).is_err() {
+            return ClientFuture::failed(ClientError::from_context(&ctx));
         }
         ClientFuture::new(self.inner.call(request), Some(ctx))
     }
@@ -235,5 +235,14 @@ impl<B: Body> Body for ClientBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ClientBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBody")
+            .field("body", &self.body)
+            .field("watched", &self.watch.is_some())
+            .finish()
     }
 }

@@ -1,6 +1,5 @@
 //! [`Propagation`]: what an outgoing request carries from its context.
 
-use super::error::ClientError;
 use crate::deadline_header::TimeoutHeader;
 use crate::forward::{ForwardHeaders, DEFAULT_FORWARDED};
 use ctxkit::Context;
@@ -74,11 +73,11 @@ impl Propagation {
     ///
     /// # Errors
     ///
-    /// The context's error if it is already done: send nothing then.
-    pub fn apply<E>(&self, ctx: &Context, headers: &mut HeaderMap) -> Result<(), ClientError<E>> {
-        if ctx.is_done() {
-            return Err(ClientError::from_context(ctx));
-        }
+    /// The context's error if it is already done: send nothing then
+    /// ([`ClientError::from_context`](super::ClientError::from_context) gives
+    /// the error with its cause).
+    pub fn apply(&self, ctx: &Context, headers: &mut HeaderMap) -> Result<(), ctxkit::Error> {
+        ctx.check()?;
         if let Some(remaining) = ctx.remaining() {
             for &header in &self.deadline_headers {
                 // Too long to say: no header, which never cuts the budget short.

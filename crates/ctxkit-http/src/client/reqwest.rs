@@ -64,7 +64,9 @@ async fn send(
     }
     let (client, request) = builder.build_split();
     let mut request = request.map_err(ClientError::Inner)?;
-    propagation.apply(ctx, request.headers_mut())?;
+    if propagation.apply(ctx, request.headers_mut()).is_err() {
+        return Err(ClientError::from_context(ctx));
+    }
     let response = stopped_by(ctx, client.execute(request)).await?;
     Ok(ContextResponse {
         ctx: ctx.clone(),

@@ -108,3 +108,12 @@ where
         }
     }
 }
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ContextBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Inner { body } => f.debug_tuple("ContextBody").field(body).finish(),
+            Kind::Text { text } => f.debug_tuple("ContextBody").field(text).finish(),
+        }
+    }
+}

@@ -52,7 +52,7 @@ use tower_service::Service;
 ///     .on_malformed_deadline(MalformedDeadline::Ignore);
 /// let app = tower::ServiceBuilder::new()
 ///     .layer(layer)
-///     .service(axum::Router::new());
+///     .service(axum::Router::<()>::new());
 /// # let _ = app;
 /// ```
 #[derive(Clone)]

@@ -86,13 +86,16 @@ fn noop_handle() -> CancelHandle {
     handle
 }
 
+/// When a watcher saw its context end, and why it ended.
+pub type SawEnd = Arc<Mutex<Option<(Instant, Option<Ended>)>>>;
+
 /// What a handler saw of its request: its context, and when a thread and
 /// a task spawned under it saw it end.
 #[derive(Clone)]
 pub struct Seen {
     pub ctx: Context,
-    pub thread_saw: Arc<Mutex<Option<(Instant, Option<Ended>)>>>,
-    pub task_saw: Arc<Mutex<Option<(Instant, Option<Ended>)>>>,
+    pub thread_saw: SawEnd,
+    pub task_saw: SawEnd,
     threads_done: Arc<(Mutex<bool>, std::sync::Condvar)>,
     task_done: Arc<tokio::sync::Notify>,
 }
