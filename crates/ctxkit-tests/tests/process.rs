@@ -175,6 +175,42 @@ fn a_grandchild_dies_in_process_group_mode() {
 }
 
 #[test]
+fn group_members_that_outlive_the_leader_mid_stop_are_killed() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    // A long wait delay: the leftover must not wait for it.
+    let stop = Stop::new()
+        .process_group(true)
+        .wait_delay(Duration::from_secs(30));
+    // The leader dies of SIGTERM; its child ignores it, and prints its pid
+    // once it does (then becomes a sleep, which inherits the ignored signal).
+    let script = r#"sh -c 'trap "" TERM; echo $$; exec sleep 30' & wait"#;
+    let (mut child, leftover) = spawn_ready(&ctx, script, stop);
+    let leftover: u32 = leftover.parse().expect("a pid");
+    assert!(eventually(PROMPT, || matches!(
+        proc_state(leftover),
+        Some('S' | 'R')
+    )));
+
+    let cancelled = Instant::now();
+    cancel.cancel();
+    let err = child.wait().unwrap_err();
+    assert_eq!(
+        err.status().unwrap().signal(),
+        Some(15),
+        "the leader took SIGTERM"
+    );
+    assert!(
+        eventually(PROMPT, || matches!(
+            proc_state(leftover),
+            None | Some('Z' | 'X')
+        )),
+        "leftover {leftover} still runs: {:?}",
+        proc_state(leftover)
+    );
+    assert!(cancelled.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
 fn output_is_captured_up_to_the_cancellation() {
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(500));
     let started = Instant::now();

@@ -31,8 +31,10 @@
 //! assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));
 //! assert!(!err.status().unwrap().success()); // reaped: it died of SIGTERM
 //!
-//! let ok = Command::new("true").status_ctx(&ctx.clone());
-//! # let _ = ok;
+//! // A child that exits on its own is reported as usual.
+//! let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(60));
+//! let status = Command::new("sh").args(["-c", "exit 3"]).status_ctx(&ctx).unwrap();
+//! assert_eq!(status.code(), Some(3));
 //! # }
 //! ```
 //!
@@ -53,7 +55,8 @@
 //!   the group id is the leader's pid, so the same holds; a consequence is
 //!   that grandchildren that outlive the reaped leader are no longer
 //!   signalled. If the leader exits while a stop is under way, the group
-//!   gets SIGKILL before the leader is reaped.
+//!   gets SIGKILL before the leader is reaped (thread form, where
+//!   `waitid(WNOWAIT)` exists).
 //!
 //! # Cost
 //!

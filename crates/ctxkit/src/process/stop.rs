@@ -78,10 +78,12 @@ impl Stop {
     /// Sends `signal` as the first step instead of SIGTERM. Unix only.
     ///
     /// ```
+    /// # #[cfg(unix)] {
     /// use ctxkit::process::{Stop, SIGINT};
     ///
     /// let stop = Stop::new().signal(SIGINT);
     /// # let _ = stop;
+    /// # }
     /// ```
     #[cfg(unix)]
     pub fn signal(mut self, signal: i32) -> Stop {
@@ -158,6 +160,7 @@ impl Stop {
     /// ```
     /// use ctxkit::process::Stop;
     ///
+    /// # #[cfg(unix)]
     /// assert!(Stop::new().process_group(true).in_group());
     /// ```
     #[cfg(unix)]

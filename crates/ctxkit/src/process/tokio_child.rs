@@ -9,7 +9,10 @@
 //!
 //! The pid is signalled only while tokio has not reaped the child: the
 //! waiting future owns the `tokio::process::Child`, checks `try_wait`
-//! first, and tokio reaps only inside those calls.
+//! first, and tokio reaps only inside those calls. One difference from the
+//! thread form follows: tokio reaps as it reports the exit, so in group
+//! mode a leader that exits mid-stop cannot take its leftover group members
+//! with it; they got the first signal, and no SIGKILL.
 
 use super::error::{Error, Stopped};
 use super::stop::{First, Stop};
@@ -319,6 +322,10 @@ async fn read_into<R: AsyncRead + Unpin>(pipe: Option<R>, buf: &mut Vec<u8>) {
 /// that goes on stopping (when the context ends) and reaps it. Without a
 /// runtime, tokio's own orphan reaping takes over and the context no longer
 /// stops it.
+///
+/// In group mode, tokio reaps a leader as it reports its exit: a leader that
+/// exits mid-stop cannot take leftover group members with it (they got the
+/// first signal, and no SIGKILL), unlike the thread form.
 ///
 /// ```
 /// # #[cfg(unix)] {
