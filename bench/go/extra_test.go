@@ -21,6 +21,63 @@ func BenchmarkChildCreateCancel(b *testing.B) {
 	}
 }
 
+// BenchmarkMoveDeadline is ctxkit's "move a deadline" row, the Go way:
+// Go's deadlines cannot move, so each of the ten moves per operation
+// cancels the context and derives a new one-hour timeout from the same
+// parent, on every goroutine, with 4,000 other timeouts pending.
+func BenchmarkMoveDeadline(b *testing.B) {
+	b.Run("concurrency=4000", func(b *testing.B) {
+		root := context.Background()
+		for i := 0; i < 4000; i++ {
+			var cancel context.CancelFunc
+			_, cancel = context.WithTimeout(root, time.Hour)
+			defer cancel()
+		}
+		b.RunParallel(func(pb *testing.PB) {
+			_, cancel := context.WithTimeout(root, time.Hour)
+			for pb.Next() {
+				for j := 0; j < 10; j++ {
+					cancel()
+					_, cancel = context.WithTimeout(root, time.Hour+time.Duration(j%2)*time.Second)
+				}
+			}
+			cancel()
+		})
+	})
+}
+
+// BenchmarkMerge is the glue Go code writes for a context ended by either
+// of two parents, then cancelled: a child of one, and a goroutine that
+// cancels it when the other ends (Go 1.19 has no AfterFunc; with it, the
+// goroutine becomes a callback registration).
+func BenchmarkMerge(b *testing.B) {
+	first, cancelFirst := context.WithCancel(context.Background())
+	defer cancelFirst()
+	second, cancelSecond := context.WithCancel(context.Background())
+	defer cancelSecond()
+	for i := 0; i < b.N; i++ {
+		merged, cancel := context.WithCancel(first)
+		go func() {
+			select {
+			case <-second.Done():
+				cancel()
+			case <-merged.Done():
+			}
+		}()
+		cancel()
+	}
+}
+
+// BenchmarkMergeBackground: a merge with Background is a WithCancel.
+func BenchmarkMergeBackground(b *testing.B) {
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 0; i < b.N; i++ {
+		_, cancelChild := context.WithCancel(parent)
+		cancelChild()
+	}
+}
+
 const fanOutTasks = 10000
 
 // BenchmarkFanOutWake starts 10,000 goroutines blocked on one context's

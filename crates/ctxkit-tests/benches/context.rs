@@ -30,11 +30,13 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     common_parent_cancel(&mut c);
     with_timeout(&mut c);
+    move_deadline(&mut c);
     cancel_tree(&mut c);
     check_canceled(&mut c);
     context_cancel_done(&mut c);
     deep_value(&mut c);
     child_create_cancel(&mut c);
+    merge(&mut c);
     fan_out_wake(&mut c);
     c.final_summary();
     bytes_per_live_child();
@@ -144,6 +146,35 @@ fn with_timeout(c: &mut Criterion) {
         group.finish();
         drop(outstanding);
     }
+}
+
+/// Beside `WithTimeout/concurrency=4000`: ten moves of a deadline per
+/// operation, on every thread (each moving its own context's, alternately
+/// later and earlier), with 4,000 other timeouts pending. Go cannot move a
+/// deadline: its side cancels the context and derives a new timeout from the
+/// same parent, ten times.
+fn move_deadline(c: &mut Criterion) {
+    thread_local! {
+        static MOVED: (Context, CancelHandle) =
+            Context::background().with_timeout(Duration::from_secs(3600));
+    }
+    let mut group = c.benchmark_group("MoveDeadline/concurrency=4000");
+    let mut outstanding: Option<Vec<Vec<CancelHandle>>> = None;
+    group.bench_function("ctxkit", |b| {
+        outstanding.get_or_insert_with(|| pending_timeouts(4_000));
+        b.iter_custom(|iters| {
+            run_parallel(iters, || {
+                MOVED.with(|(_, handle)| {
+                    for step in 0..10 {
+                        let timeout = Duration::from_secs(3600 + step % 2);
+                        assert!(handle.set_timeout(black_box(timeout)));
+                    }
+                })
+            })
+        });
+    });
+    group.finish();
+    drop(outstanding);
 }
 
 /// `concurrency` live one-hour timeouts, created from every thread as Go
@@ -369,15 +400,49 @@ fn child_create_cancel(c: &mut Criterion) {
             child
         })
     });
-    group.bench_function("tokio-util", |b| {
-        let parent = CancellationToken::new();
+    group.bench_function("tokio-util", tokio_child_create_cancel);
+    group.finish();
+}
+
+/// Merge: a context ended by either of two live parents, cancelled; Go's
+/// side is the `AfterFunc` glue Go code writes for it (`WithCancelCause` of
+/// one, `AfterFunc` on the other). MergeBackground: a merge with
+/// `background()`, beside a plain `with_cancel` (Go: `WithCancel`;
+/// tokio-util: `child_token()`).
+fn merge(c: &mut Criterion) {
+    let (first, _a) = Context::background().with_cancel();
+    let (second, _b) = Context::background().with_cancel();
+    let mut group = c.benchmark_group("Merge");
+    group.bench_function("ctxkit", |b| {
         b.iter(|| {
-            let child = parent.child_token();
-            child.cancel();
-            child
+            let (merged, cancel) = first.merge(&second);
+            cancel.cancel();
+            merged
         })
     });
     group.finish();
+
+    let mut group = c.benchmark_group("MergeBackground");
+    let background = Context::background();
+    group.bench_function("ctxkit", |b| {
+        b.iter(|| {
+            let (merged, cancel) = first.merge(&background);
+            cancel.cancel();
+            merged
+        })
+    });
+    group.bench_function("tokio-util", tokio_child_create_cancel);
+    group.finish();
+}
+
+/// tokio-util's side of ChildCreateCancel and MergeBackground.
+fn tokio_child_create_cancel(b: &mut criterion::Bencher<'_>) {
+    let parent = CancellationToken::new();
+    b.iter(|| {
+        let child = parent.child_token();
+        child.cancel();
+        child
+    })
 }
 
 const FAN_OUT_TASKS: usize = 10_000;

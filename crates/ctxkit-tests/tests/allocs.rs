@@ -2,27 +2,26 @@
 //! run, then the average over many runs), with a counting global allocator.
 //! Ours must be no higher than Go's.
 //!
-//! One test in its own binary. Only allocations made by the measuring thread
+//! In their own binary. Only allocations made by the measuring thread
 //! count: background threads (the timer's start-up, the test harness) would
 //! otherwise make the averages flaky. Everything measured here allocates on
 //! the calling thread; the timer thread's own bookkeeping is not counted.
 
 use ctxkit::Context;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static MEASURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Per thread, so that tests measuring at once do not count each other's.
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn count() {
     if MEASURING.try_with(|m| m.get()).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -54,11 +53,11 @@ static GLOBAL: Counting = Counting;
 fn allocs_per_run(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
     MEASURING.with(|m| m.set(true));
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = ALLOCATIONS.with(std::cell::Cell::get);
     for _ in 0..runs {
         f();
     }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    let after = ALLOCATIONS.with(std::cell::Cell::get);
     MEASURING.with(|m| m.set(false));
     (after - before) as f64 / runs as f64
 }
@@ -147,4 +146,33 @@ fn allocation_ceilings_are_no_higher_than_gos() {
         );
         cancel.cancel();
     }
+}
+
+/// A deadline move allocates nothing (once the timer's map has its nodes),
+/// whichever way it goes; a merge with `background()` allocates what
+/// `with_cancel` does.
+#[test]
+fn moving_a_deadline_allocates_nothing() {
+    let (ctx, handle) = Context::background().with_timeout(Duration::from_secs(3600));
+    let (_child, _child_cancel) = ctx.with_cancel();
+    let mut turn = 0u64;
+    let moves = allocs_per_run(10_000, || {
+        turn += 1;
+        let timeout = if turn % 2 == 0 { 3600 + turn } else { 60 };
+        assert!(handle.set_timeout(Duration::from_secs(timeout)));
+    });
+    assert_eq!(moves, 0.0, "allocations per move");
+    let clears = allocs_per_run(1_000, || {
+        assert!(handle.clear_deadline());
+        assert!(handle.set_timeout(Duration::from_secs(60)));
+    });
+    assert_eq!(clears, 0.0, "allocations per clear and set");
+
+    let (parent, _cancel) = Context::background().with_cancel();
+    let with_cancel = allocs_per_run(100, || drop(parent.with_cancel()));
+    let merge = allocs_per_run(100, || drop(parent.merge(&Context::background())));
+    assert!(
+        merge <= with_cancel,
+        "merge with background: {merge}, with_cancel: {with_cancel}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Nothing leaks: children that are cancelled or dropped leave their parent,
-//! cancelled deadlines leave the timer, and resident memory stays flat over a
-//! million derivations.
+//! merged contexts leave both, cancelled deadlines leave the timer, a moved
+//! deadline keeps one entry, and resident memory stays flat over a million
+//! derivations, merges or moves.
 //!
 //! In its own binary so that other tests do not move the memory readings.
 
@@ -95,6 +96,59 @@ fn a_million_cancelled_one_hour_timeouts_leave_the_timer_empty() {
     });
     assert_eq!(diagnostics::pending_deadlines(), start);
     assert_eq!(parent.registrations(), 0);
+}
+
+#[test]
+fn a_million_merges_nobody_holds_leave_both_parents_at_once() {
+    let _turn = one_at_a_time();
+    let (first, _a) = Context::background().with_value(1u8).with_cancel();
+    let (second, _b) = Context::background().with_value(2u16).with_cancel();
+    assert_flat("merge + detach + drop", MILLION, || {
+        let (merged, cancel) = first.merge(&second);
+        cancel.detach();
+        std::hint::black_box(&merged);
+        drop(merged);
+    });
+    assert_eq!(first.registrations(), 0);
+    assert_eq!(second.registrations(), 0);
+
+    assert_flat("merge + cancel", MILLION / 4, || {
+        let (merged, cancel) = first.merge(&second);
+        drop(cancel);
+        std::hint::black_box(merged);
+    });
+    assert_eq!(first.registrations(), 0);
+    assert_eq!(second.registrations(), 0);
+}
+
+#[test]
+fn a_million_deadline_moves_keep_one_timer_entry() {
+    let _turn = one_at_a_time();
+    let start = diagnostics::pending_deadlines();
+    let (ctx, handle) = Context::background().with_timeout(Duration::from_secs(3600));
+    let (child, _child_cancel) = ctx.with_cancel();
+    let mut moves = 0u64;
+    assert_flat(
+        "set_timeout / set_deadline / clear_deadline",
+        MILLION,
+        || {
+            moves += 1;
+            let moved = match moves % 4 {
+                0 => handle.set_timeout(Duration::from_secs(3600 + moves % 1000)),
+                1 => handle.set_deadline(std::time::Instant::now() + Duration::from_secs(7200)),
+                2 => handle.clear_deadline(),
+                _ => handle.set_timeout(Duration::from_secs(1800)),
+            };
+            assert!(moved);
+        },
+    );
+    assert_eq!(diagnostics::pending_deadlines(), start + 1);
+    assert_eq!(child.deadline(), ctx.deadline());
+    assert!(!ctx.is_done());
+    assert!(handle.clear_deadline());
+    assert_eq!(diagnostics::pending_deadlines(), start);
+    drop(handle);
+    assert_eq!(diagnostics::pending_deadlines(), start);
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! against a plain reference model.
 //!
 //! Each case builds a tree with random derivations (cancel, deadline, value,
-//! `without_cancel`, `after_func`), cancellations, handle drops, detaches and
-//! context drops. After every step, every context still held must agree with
+//! `without_cancel`, `after_func`, `merge` of two contexts), cancellations,
+//! deadline moves (`set_deadline`, `clear_deadline`), handle drops, detaches
+//! and context drops. After every step, every context still held must agree with
 //! the model on `err`, `cause`, `deadline`, both value types and
 //! `registrations` (so a parent holding a dead child is caught); every
 //! `AfterFunc::stop` must return what the model predicts; at the end, every
@@ -65,6 +66,9 @@ enum Op {
     Detach(usize),
     DropContext(usize),
     AdvanceTime,
+    Merge(usize, usize),
+    SetDeadline(usize, When),
+    ClearDeadline(usize),
 }
 
 /// Picks are small so that shrinking drives them to 0 (the first choice).
@@ -72,14 +76,17 @@ fn pick() -> impl Strategy<Value = usize> {
     0..16usize
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let when = prop_oneof![
+fn when() -> impl Strategy<Value = When> {
+    prop_oneof![
         any::<u8>().prop_map(When::Far),
         any::<u8>().prop_map(When::Past)
-    ];
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => pick().prop_map(Op::WithCancel),
-        2 => (pick(), when, any::<Option<u8>>()).prop_map(|(i, w, c)| Op::WithDeadline(i, w, c)),
+        2 => (pick(), when(), any::<Option<u8>>()).prop_map(|(i, w, c)| Op::WithDeadline(i, w, c)),
         2 => (pick(), any::<bool>(), any::<u32>()).prop_map(|(i, a, v)| Op::WithValue(i, a, v)),
         1 => pick().prop_map(Op::WithoutCancel),
         2 => pick().prop_map(Op::AfterFunc),
@@ -90,6 +97,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => pick().prop_map(Op::Detach),
         2 => pick().prop_map(Op::DropContext),
         1 => Just(Op::AdvanceTime),
+        2 => (pick(), pick()).prop_map(|(a, b)| Op::Merge(a, b)),
+        2 => (pick(), when()).prop_map(|(i, w)| Op::SetDeadline(i, w)),
+        1 => pick().prop_map(Op::ClearDeadline),
     ]
 }
 
@@ -97,7 +107,11 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Background,
-    Scope { own_deadline: Option<Instant> },
+    /// A cancel scope, or (with `other`) a merge of its parent and `other`.
+    Scope {
+        own_deadline: Option<Instant>,
+        other: Option<usize>,
+    },
     ValueA(u32),
     ValueB(u32),
     WithoutCancel,
@@ -109,6 +123,10 @@ struct ModelNode {
     kind: Kind,
     /// For scopes: `(err, cause text)` once done.
     done: Option<(Error, String)>,
+    /// For scopes: the cause the own deadline ends it with, if not the
+    /// default (it goes with the deadline when it moves, and is cleared
+    /// with it).
+    deadline_cause: Option<String>,
     /// Whether the test still holds the `Context`.
     held: bool,
     /// Whether the test still holds a live (undetached) handle.
@@ -148,8 +166,26 @@ impl Model {
         }
     }
 
-    fn scope_parent(&self, scope: usize) -> Option<usize> {
-        self.scope_of(self.nodes[scope].parent?)
+    /// The scopes whose cancellation reaches `scope` directly: its
+    /// parent's, and a merge's second parent's (possibly the same one twice).
+    fn scope_parents(&self, scope: usize) -> Vec<usize> {
+        let node = &self.nodes[scope];
+        let other = match node.kind {
+            Kind::Scope { other, .. } => other,
+            _ => None,
+        };
+        node.parent
+            .into_iter()
+            .chain(other)
+            .filter_map(|id| self.scope_of(id))
+            .collect()
+    }
+
+    fn own_deadline(&self, scope: usize) -> Option<Instant> {
+        match self.nodes[scope].kind {
+            Kind::Scope { own_deadline, .. } => own_deadline,
+            _ => unreachable!("not a scope"),
+        }
     }
 
     fn err_cause(&self, id: usize) -> Option<(Error, String)> {
@@ -157,28 +193,39 @@ impl Model {
             .and_then(|scope| self.nodes[scope].done.clone())
     }
 
+    /// The earliest own deadline on every path from `id` to the root.
     fn deadline(&self, id: usize) -> Option<Instant> {
         let scope = self.scope_of(id)?;
-        let own = match self.nodes[scope].kind {
-            Kind::Scope { own_deadline } => own_deadline,
-            _ => unreachable!(),
-        };
-        let inherited = self
-            .scope_parent(scope)
-            .and_then(|parent| self.deadline(parent));
-        match (own, inherited) {
-            (Some(own), Some(inherited)) => Some(own.min(inherited)),
-            (own, inherited) => own.or(inherited),
-        }
+        let own = self.own_deadline(scope);
+        self.scope_parents(scope)
+            .into_iter()
+            .filter_map(|parent| self.deadline(parent))
+            .chain(own)
+            .min()
     }
 
+    /// The nearest value of one type: through a merge, its first parent's
+    /// chain first, then its second's.
     fn value(&self, mut id: usize, a: bool) -> Option<u32> {
         loop {
             match (self.nodes[id].kind, a) {
                 (Kind::ValueA(v), true) | (Kind::ValueB(v), false) => return Some(v),
+                (
+                    Kind::Scope {
+                        other: Some(other), ..
+                    },
+                    _,
+                ) => {
+                    let parent = self.nodes[id].parent.expect("a merge has a parent");
+                    return self.value(parent, a).or_else(|| self.value(other, a));
+                }
                 _ => id = self.nodes[id].parent?,
             }
         }
+    }
+
+    fn has_values(&self, id: usize) -> bool {
+        self.value(id, true).is_some() || self.value(id, false).is_some()
     }
 
     /// Ends `scope` and every live scope below it, first cancellation wins.
@@ -195,7 +242,7 @@ impl Model {
         let children: Vec<usize> = (0..self.nodes.len())
             .filter(|&id| {
                 matches!(self.nodes[id].kind, Kind::Scope { .. })
-                    && self.scope_parent(id) == Some(scope)
+                    && self.scope_parents(id).contains(&scope)
             })
             .collect();
         for child in children {
@@ -204,19 +251,27 @@ impl Model {
     }
 
     /// Which nodes are still allocated: those the test holds (a context, a
-    /// handle, an `AfterFunc`) and every ancestor of one.
+    /// handle, an `AfterFunc`) and every ancestor of one (through both
+    /// parents of a merge).
     fn alive(&self) -> Vec<bool> {
         let mut alive = vec![false; self.nodes.len()];
-        for (id, node) in self.nodes.iter().enumerate() {
-            if node.held || node.handle || node.pinned {
-                let mut next = Some(id);
-                while let Some(id) = next {
-                    if alive[id] {
-                        break;
-                    }
-                    alive[id] = true;
-                    next = self.nodes[id].parent;
-                }
+        let mut pending: Vec<usize> = (0..self.nodes.len())
+            .filter(|&id| {
+                let node = &self.nodes[id];
+                node.held || node.handle || node.pinned
+            })
+            .collect();
+        while let Some(id) = pending.pop() {
+            if alive[id] {
+                continue;
+            }
+            alive[id] = true;
+            pending.extend(self.nodes[id].parent);
+            if let Kind::Scope {
+                other: Some(other), ..
+            } = self.nodes[id].kind
+            {
+                pending.push(other);
             }
         }
         alive
@@ -229,14 +284,20 @@ impl Model {
         if self.nodes[scope].done.is_some() {
             return 0;
         }
-        let children = (0..self.nodes.len())
+        // A merge of two contexts under one scope is registered there twice.
+        let children: usize = (0..self.nodes.len())
             .filter(|&id| {
                 alive[id]
                     && matches!(self.nodes[id].kind, Kind::Scope { .. })
                     && self.nodes[id].done.is_none()
-                    && self.scope_parent(id) == Some(scope)
             })
-            .count();
+            .map(|id| {
+                self.scope_parents(id)
+                    .iter()
+                    .filter(|&&parent| parent == scope)
+                    .count()
+            })
+            .sum();
         let callbacks = self
             .fates
             .iter()
@@ -293,6 +354,7 @@ impl Harness {
             parent,
             kind,
             done: None,
+            deadline_cause: None,
             held: true,
             handle: handle.is_some(),
             pinned: false,
@@ -351,11 +413,17 @@ impl Harness {
         let own_cause = own.and_then(|(_, c)| c);
         self.push(
             Some(parent),
-            Kind::Scope { own_deadline },
+            Kind::Scope {
+                own_deadline,
+                other: None,
+            },
             ctx,
             Some(handle),
         );
         let id = self.model.nodes.len() - 1;
+        if own_deadline.is_some() {
+            self.model.nodes[id].deadline_cause = own_cause.map(|c| format!("deadline cause {c}"));
+        }
         if let Some((err, cause)) = self.model.err_cause(parent) {
             self.model.nodes[id].done = Some((err, cause));
         } else if let Some(deadline) = own_deadline.filter(|d| *d <= Instant::now()) {
@@ -449,6 +517,83 @@ impl Harness {
                 }
             }
             Op::AdvanceTime => std::thread::sleep(Duration::from_millis(1)),
+            Op::Merge(first, second) => {
+                if let (Some(first), Some(second)) = (self.held(first), self.held(second)) {
+                    self.merge(first, second);
+                }
+            }
+            Op::SetDeadline(pick, when) => {
+                if let Some(id) = self.with_handle(pick) {
+                    let deadline = self.when(when);
+                    let moved = self.real.handles[id]
+                        .as_ref()
+                        .expect("live handle")
+                        .set_deadline(deadline);
+                    self.move_deadline(id, moved, Some(deadline));
+                }
+            }
+            Op::ClearDeadline(pick) => {
+                if let Some(id) = self.with_handle(pick) {
+                    let moved = self.real.handles[id]
+                        .as_ref()
+                        .expect("live handle")
+                        .clear_deadline();
+                    self.move_deadline(id, moved, None);
+                }
+            }
+        }
+    }
+
+    /// `first.merge(second)`: done at once if either is done (the first's
+    /// err and cause if both are). Merging with a context that adds nothing
+    /// (no scope, no values) is a plain `with_cancel` of the other.
+    fn merge(&mut self, first: usize, second: usize) {
+        let (ctx, handle) = self.ctx(first).merge(self.ctx(second));
+        let model = &self.model;
+        let adds_nothing = |id: usize| model.scope_of(id).is_none() && !model.has_values(id);
+        let (parent, other) = if adds_nothing(second) {
+            (first, None)
+        } else if adds_nothing(first) {
+            (second, None)
+        } else {
+            (first, Some(second))
+        };
+        let done = self
+            .model
+            .err_cause(first)
+            .or_else(|| self.model.err_cause(second));
+        let kind = Kind::Scope {
+            own_deadline: None,
+            other,
+        };
+        self.push(Some(parent), kind, ctx, Some(handle));
+        let id = self.model.nodes.len() - 1;
+        self.model.nodes[id].done = done;
+    }
+
+    /// A move of scope `id`'s own deadline to `to` (`None`: cleared), which
+    /// returned `moved`: it succeeds exactly on a live scope; a deadline
+    /// that has passed ends the scope (and its subtree) at once.
+    fn move_deadline(&mut self, id: usize, moved: bool, to: Option<Instant>) {
+        let live = self.model.nodes[id].done.is_none();
+        assert_eq!(moved, live, "set_deadline / clear_deadline of #{id}");
+        if !live {
+            return;
+        }
+        let node = &mut self.model.nodes[id];
+        let Kind::Scope { own_deadline, .. } = &mut node.kind else {
+            unreachable!("handles are scopes'")
+        };
+        *own_deadline = to;
+        if to.is_none() {
+            node.deadline_cause = None;
+        }
+        if to.is_some_and(|to| to <= Instant::now()) {
+            let cause = node
+                .deadline_cause
+                .clone()
+                .unwrap_or_else(|| Error::DeadlineExceeded.to_string());
+            self.model.cancel(id, Error::DeadlineExceeded, &cause);
         }
     }
 

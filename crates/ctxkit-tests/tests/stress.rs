@@ -2,9 +2,10 @@
 //!
 //! Threads share a table of contexts and a table of cancel handles: each
 //! step picks a random row and derives from it (cancel, short or long
-//! timeout, value, `without_cancel`), cancels, drops, detaches, registers
-//! or stops an `after_func`, or waits briefly (blocking and async). Short
-//! timeouts make the timer thread a participant.
+//! timeout, value, `without_cancel`, a merge with another row), cancels,
+//! moves or clears a deadline, drops, detaches, registers or stops an
+//! `after_func`, or waits briefly (blocking and async). Short timeouts and
+//! moves to short timeouts make the timer thread a participant.
 //!
 //! A watchdog aborts the process with a message if no step completes for
 //! [`STALL_LIMIT`]: a deadlock becomes a failure, not a hung CI job. At the
@@ -111,7 +112,8 @@ impl Worker {
                 };
                 self.store(tree, row);
             }
-            42..=55 => self.cancel(tree),
+            42..=50 => self.cancel(tree),
+            51..=55 => self.move_deadline(tree),
             56..=62 => {
                 let row = self.rng.below(ROWS);
                 let taken = tree.handles[row].lock().unwrap().take();
@@ -156,22 +158,27 @@ impl Worker {
 
     fn derive_scope(&mut self, tree: &Tree) {
         let parent = self.pick_context(tree);
+        let other = self.pick_context(tree);
         // Read before deriving: a cancel of the parent that is still
         // propagating may not have reached a child attached just before it.
         let parent_was_done = parent.ctx.is_done();
-        let (ctx, handle) = match self.rng.below(4) {
+        let other_was_done = other.ctx.is_done();
+        let choice = self.rng.below(5);
+        let (ctx, handle) = match choice {
             0 => parent
                 .ctx
                 .with_timeout(Duration::from_micros(self.rng.below(2000) as u64)),
             1 => parent.ctx.with_timeout(Duration::from_secs(3600)),
+            2 => parent.ctx.merge(&other.ctx),
             _ => parent.ctx.with_cancel(),
         };
-        if parent_was_done {
+        let merged = choice == 2;
+        if parent_was_done || (merged && other_was_done) {
             assert!(ctx.is_done(), "a child of a done context is done at once");
         }
         let row = Row {
             ctx: ctx.clone(),
-            under_root: parent.under_root,
+            under_root: parent.under_root || (merged && other.under_root),
         };
         self.store(tree, row);
         if self.rng.below(8) == 0 {
@@ -201,6 +208,29 @@ impl Worker {
                 child.is_done(),
                 "a child derived after cancel is done at once"
             );
+        }
+    }
+
+    /// Moves a handle's deadline: to a short or long timeout, to now, or
+    /// away. A live context's move succeeds (unless its deadline is firing
+    /// that very moment), a done one's fails, and a move to now ends it.
+    fn move_deadline(&mut self, tree: &Tree) {
+        let row = self.rng.below(ROWS);
+        let slot = tree.handles[row].lock().unwrap();
+        let Some((ctx, handle)) = &*slot else { return };
+        let was_done = ctx.is_done();
+        let moved = match self.rng.below(4) {
+            0 => handle.set_timeout(Duration::from_micros(self.rng.below(2000) as u64)),
+            1 => handle.set_timeout(Duration::from_secs(3600)),
+            2 => {
+                let moved = handle.set_deadline(Instant::now());
+                assert!(ctx.is_done(), "a move to now ends the context");
+                moved
+            }
+            _ => handle.clear_deadline(),
+        };
+        if was_done {
+            assert!(!moved, "a done context's deadline does not move");
         }
     }
 

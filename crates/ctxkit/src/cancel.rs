@@ -12,10 +12,17 @@
 //!   `Live(registry)` into `Done(cause)`. So under the lock, `status` and
 //!   `inner` agree, and anything that registers under the lock either lands
 //!   in the registry before the drain or sees the scope done.
-//! - No lock is held while another is taken: cancelling takes one scope's
-//!   lock at a time, then the parent's or the timer's to deregister. Hence no
-//!   lock order, and no deadlock however cancels, derivations and drops
-//!   interleave.
+//! - Cancelling holds no lock while it takes another: it takes one scope's
+//!   lock at a time, then the parent's or the timer's to deregister. Two
+//!   operations nest, both under the lock of a scope that is live and stays
+//!   so meanwhile: moving a deadline takes the scope's timer shard (and the
+//!   timer's wake lock) under the scope's lock, and a merged scope registers
+//!   with its second parent under its own lock. Nothing takes a scope's lock
+//!   while it holds a timer lock or the second parent's, so the order is
+//!   acyclic, and no deadlock arises however cancels, moves, derivations and
+//!   drops interleave. Holding the scope's lock is what orders these two with
+//!   the scope's end: a cancel either comes first (they see the scope done
+//!   and do nothing) or finds their work complete (and undoes it).
 //! - No foreign code (wakers, callbacks, drops of user values) runs while a
 //!   lock is held.
 //! - Only a holder of a strong reference cancels a scope (the parent's drain
@@ -27,13 +34,23 @@
 //!   the one slot, so they order: a child is either taken by the drain or
 //!   finds the slot closed and registers under the lock, where it sees the
 //!   scope done.
+//! - A scope's own deadline (`deadline`) changes only under both the scope's
+//!   lock and its timer shard's lock, together with its timer entry, whose
+//!   key it is. Whoever holds the shard lock therefore finds the entry by it.
+//!   The deadline a context reports is the earliest own deadline on its path
+//!   to the root, read afresh on every call (`Context::deadline`), so a move
+//!   is seen at once by every descendant, lock-free.
+//! - A merged scope (`Context::merge`) is registered as a child with both of
+//!   its parents' scopes; whichever drains it first ends it, and its end takes
+//!   it out of the other (a done parent's registry is gone: leaving it does
+//!   nothing).
 
 use crate::context::Node;
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::node_ref::{self, NodeRef, WeakNodeRef};
 use crate::registry::{Registration, Registry};
-use crate::sync::{lock, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, thread, AtomicI64, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering};
 use crate::{executor, timer};
 use std::any::Any;
 
@@ -55,14 +72,15 @@ pub(crate) struct Scope {
     /// `LIVE`, or the `Error` that ended the scope. The only thing the hot path
     /// reads: one `Acquire` load.
     status: AtomicU8,
-    /// Whether `deadline` is this scope's own (it set a timer) rather than
-    /// inherited from an ancestor.
-    own_deadline: bool,
     /// The timer shard that holds this scope's own deadline: chosen when
     /// the scope is built, so that whoever removes the entry finds it.
-    timer_shard: u8,
-    /// The earliest of this scope's deadline and its ancestors'.
-    deadline: Deadline,
+    timer_shard: timer::ShardIndex,
+    /// This scope's own deadline, a raw [`Deadline`] (`NEVER`: none). While
+    /// the scope is live and the deadline is not `NEVER`, the timer holds one
+    /// entry for it under this key, or has just taken it out to fire it.
+    /// Written only under the scope's lock and the shard's (see the
+    /// invariants), or before the scope is shared.
+    deadline: AtomicI64,
     /// This scope's key in its parent scope's registry. Written once by
     /// `attach`, before the node is shared with any other thread (sharing
     /// orders it); the atomic is only for `Sync`.
@@ -85,12 +103,15 @@ pub(crate) enum Inner {
 
 impl Scope {
     #[inline]
-    pub(crate) fn new(deadline: Deadline, own_deadline: bool) -> Scope {
+    pub(crate) fn new(own_deadline: Deadline) -> Scope {
         Scope {
             status: AtomicU8::new(LIVE),
-            own_deadline,
-            timer_shard: if own_deadline { timer::home_shard() } else { 0 },
-            deadline,
+            timer_shard: if own_deadline != Deadline::NEVER {
+                timer::home_shard()
+            } else {
+                timer::ShardIndex::S0
+            },
+            deadline: AtomicI64::new(own_deadline.raw()),
             key_in_parent: AtomicU32::new(u32::MAX),
             first_child: AtomicUsize::new(0),
             inner: Mutex::new(Inner::Live(Registry::new())),
@@ -101,13 +122,12 @@ impl Scope {
     /// parent that [`ended_with_default_cause`](Scope::ended_with_default_cause).
     /// It needs no registration and no timer entry, and never takes a lock.
     #[inline]
-    pub(crate) fn new_done(deadline: Deadline, own_deadline: bool, err: Error) -> Scope {
+    pub(crate) fn new_done(own_deadline: Deadline, err: Error) -> Scope {
         Scope {
             status: AtomicU8::new(status_of(err)),
-            own_deadline,
             // Never in the timer: born done.
-            timer_shard: 0,
-            deadline,
+            timer_shard: timer::ShardIndex::S0,
+            deadline: AtomicI64::new(own_deadline.raw()),
             key_in_parent: AtomicU32::new(u32::MAX),
             first_child: AtomicUsize::new(SLOT_CLOSED),
             inner: Mutex::new(Inner::Done(None)),
@@ -143,15 +163,30 @@ impl Scope {
         self.status.load(Ordering::Acquire) != LIVE
     }
 
-    pub(crate) fn deadline(&self) -> Deadline {
-        self.deadline
+    /// This scope's own deadline (`NEVER`: none); the context's is the
+    /// earliest on its path to the root.
+    #[inline]
+    pub(crate) fn own_deadline(&self) -> Deadline {
+        // Relaxed: the value stands alone. Its writers order it with the
+        // timer entry by the shard's lock, which removers take before
+        // reading it again; `leave` and `release` read it after the scope's
+        // end, which the scope's lock (or the last owner's Acquire) orders
+        // after every move.
+        Deadline::from_raw(self.deadline.load(Ordering::Relaxed))
     }
 
     pub(crate) fn has_own_deadline(&self) -> bool {
-        self.own_deadline
+        self.own_deadline() != Deadline::NEVER
     }
 
-    pub(crate) fn timer_shard(&self) -> u8 {
+    /// Records a new own deadline. The caller holds the scope's lock (or has
+    /// the scope to itself) and the shard's, and moves the entry to match.
+    pub(crate) fn set_own_deadline(&self, deadline: Deadline) {
+        // Relaxed: see `own_deadline`.
+        self.deadline.store(deadline.raw(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn timer_shard(&self) -> timer::ShardIndex {
         self.timer_shard
     }
 
@@ -277,10 +312,13 @@ pub(crate) struct Expiry {
 pub(crate) fn attach(node: &NodeRef, parent: Option<&Scope>, expiry: Option<Expiry>) {
     let scope = node.scope().expect("attach takes a scope node");
     if let Some(parent_scope) = parent {
-        if !attach_first_child(node, scope, parent_scope)
-            && attach_locked(node, scope, parent_scope)
-        {
-            return; // the parent had ended, and so have we
+        let key = &scope.key_in_parent;
+        if !attach_first_child(node, key, parent_scope) {
+            if let Err((err, cause)) = attach_locked(node, key, parent_scope) {
+                // A fresh scope has no registrations: nothing to notify.
+                scope.finish(err, cause);
+                return; // the parent had ended, and so have we
+            }
         }
     }
     let Some(Expiry { passed, cause }) = expiry else {
@@ -290,20 +328,42 @@ pub(crate) fn attach(node: &NodeRef, parent: Option<&Scope>, expiry: Option<Expi
         cancel(node, Error::DeadlineExceeded, cause, Origin::Timer);
         return;
     }
-    let deadline = scope.deadline;
-    timer::insert(deadline, node, cause);
+    timer::insert(node, cause);
     if scope.is_done() {
         // The parent ended us between registration and the insert above, and
         // its removal of our timer entry may have come first: take it out now.
         // (Cancel stores the status before removing; we insert before
         // loading it; the timer's lock orders the two.)
-        timer::remove(deadline, node);
+        timer::remove(node);
+    }
+}
+
+/// Registers a freshly built merged scope `node` with `other`, the scope of
+/// its second parent, keeping its key in `key`; ends it (and takes it out of
+/// its first parent) if `other` is already done. Does nothing if `node` has
+/// ended already (its first parent had).
+///
+/// Done under `node`'s own lock, so that a cancel of `node` either comes
+/// first (and we register nothing) or finds the registration complete, key
+/// included, and removes it in `leave`.
+pub(crate) fn attach_other(node: &NodeRef, other: &Scope, key: &AtomicU32) {
+    let scope = node.scope().expect("attach_other takes a scope node");
+    let registered = scope.with_registry(|_| {
+        if attach_first_child(node, key, other) {
+            return Ok(());
+        }
+        attach_locked(node, key, other)
+    });
+    if let Ok(Err((err, cause))) = registered {
+        // `other` had ended: so do we, leaving our first parent.
+        cancel(node, err, cause, Origin::Handle);
     }
 }
 
 /// Registers `node` in its parent's `first_child` slot if it is empty;
 /// returns false if it is not (another child holds it, or the parent ended).
-fn attach_first_child(node: &NodeRef, scope: &Scope, parent: &Scope) -> bool {
+/// `key` is where `node` keeps its place in that parent.
+fn attach_first_child(node: &NodeRef, key: &AtomicU32, parent: &Scope) -> bool {
     // A plain look first, so that a busy slot costs no weak reference.
     if parent.first_child.load(Ordering::Relaxed) != 0 {
         return false;
@@ -317,7 +377,7 @@ fn attach_first_child(node: &NodeRef, scope: &Scope, parent: &Scope) -> bool {
     {
         // Read only by our own deregistration, which a drain that takes us
         // never calls.
-        scope.key_in_parent.store(FIRST_CHILD, Ordering::Relaxed);
+        key.store(FIRST_CHILD, Ordering::Relaxed);
         return true;
     }
     // SAFETY: ours: it never made it into the slot.
@@ -325,21 +385,19 @@ fn attach_first_child(node: &NodeRef, scope: &Scope, parent: &Scope) -> bool {
     false
 }
 
-/// Registers in the parent's locked registry; returns whether the parent was
-/// done, and the child ended with its error and cause.
-fn attach_locked(node: &NodeRef, scope: &Scope, parent: &Scope) -> bool {
-    let registered = parent.with_registry(|registry| {
-        let key = registry.insert(Registration::Child(NodeRef::downgrade(node)));
+/// Registers in the parent's locked registry, keeping the key in `key`; if
+/// the parent is done, returns the error and cause it ended with.
+fn attach_locked(
+    node: &NodeRef,
+    key: &AtomicU32,
+    parent: &Scope,
+) -> Result<(), (Error, Option<Cause>)> {
+    parent.with_registry(|registry| {
+        let index = registry.insert(Registration::Child(NodeRef::downgrade(node)));
         // Registry keys fit in u32 and stay below `FIRST_CHILD` (see
         // `Registry::insert`).
-        scope.key_in_parent.store(key as u32, Ordering::Relaxed);
-    });
-    let Err((err, cause)) = registered else {
-        return false;
-    };
-    // A fresh scope has no registrations: nothing to notify.
-    scope.finish(err, cause);
-    true
+        key.store(index as u32, Ordering::Relaxed);
+    })
 }
 
 /// Cancels `node` and, synchronously, every scope below it.
@@ -390,14 +448,21 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
 
 /// A just-ended scope leaves the structures that still point at it: the
 /// timer, and its parent's registry unless the parent is the one draining it.
+///
+/// A merged scope leaves both parents whoever drained it: the one that did
+/// is done, and leaving a done scope does nothing.
 fn leave(node: &NodeRef, scope: &Scope, origin: Origin) {
-    if scope.own_deadline && origin != Origin::Timer {
-        timer::remove(scope.deadline, node);
+    if scope.has_own_deadline() && origin != Origin::Timer {
+        timer::remove(node);
     }
-    if origin != Origin::Parent {
+    let other = node.other_parent();
+    if origin != Origin::Parent || other.is_some() {
         if let Some(parent) = parent_scope(node) {
-            deregister_from(parent, node, scope);
+            deregister_from(parent, node, &scope.key_in_parent);
         }
+    }
+    if let Some((other, key)) = other {
+        deregister_from(other, node, key);
     }
 }
 
@@ -407,10 +472,11 @@ fn parent_scope(node: &Node) -> Option<&Scope> {
     Some(parent.scope().expect("scope_node is a scope"))
 }
 
-/// Removes `node`'s registration from `parent_scope`, its nearest scope
-/// above, unless the parent's drain took it already.
-fn deregister_from(parent_scope: &Scope, node: &Node, scope: &Scope) {
-    let key = scope.key_in_parent.load(Ordering::Relaxed);
+/// Removes `node`'s registration, kept under `key`, from `parent_scope` (its
+/// nearest scope above, or a merged scope's second parent), unless the
+/// parent's drain took it already.
+fn deregister_from(parent_scope: &Scope, node: &Node, key: &AtomicU32) {
+    let key = key.load(Ordering::Relaxed);
     if key != FIRST_CHILD {
         drop(parent_scope.deregister(key as usize));
         return;
@@ -435,7 +501,8 @@ fn deregister_from(parent_scope: &Scope, node: &Node, scope: &Scope) {
 #[inline]
 pub(crate) fn release(node: &Node, scope: &Scope) {
     let parent = parent_scope(node);
-    if !scope.own_deadline && parent.is_none() {
+    let other = node.other_parent();
+    if !scope.has_own_deadline() && parent.is_none() && other.is_none() {
         return; // nothing points at this scope
     }
     // No lock: nothing can cancel us any more (see the invariants above),
@@ -445,11 +512,45 @@ pub(crate) fn release(node: &Node, scope: &Scope) {
     if scope.is_done() {
         return;
     }
-    if scope.own_deadline {
-        timer::remove(scope.deadline, node);
+    if scope.has_own_deadline() {
+        timer::remove(node);
     }
     if let Some(parent) = parent {
-        deregister_from(parent, node, scope);
+        deregister_from(parent, node, &scope.key_in_parent);
+    }
+    if let Some((other, key)) = other {
+        deregister_from(other, node, key);
+    }
+}
+
+/// Moves `node`'s own deadline to `to` (`NEVER`: none), ending it with
+/// `DeadlineExceeded` now if `passed`. Returns false, changing nothing, if the
+/// scope is done, or is being ended by its deadline: the timer took its
+/// entry out to fire it (the deadline had come, the move is too late); then
+/// it returns once the scope is done, so that false always means done.
+pub(crate) fn move_deadline(node: &NodeRef, to: Deadline, passed: bool) -> bool {
+    let scope = node.scope().expect("move_deadline takes a scope node");
+    // Under the scope's lock: a cancel waits for the move, then finds the
+    // moved entry (see the invariants). The replaced entry is returned, to
+    // be dropped after the lock (its cause is a user value).
+    let moved = scope.with_registry(|_| timer::reschedule(node, to, passed));
+    match moved {
+        Err(_) => false,
+        Ok(timer::Rescheduled::Firing) => {
+            // The firing thread holds none of our locks and is on its way to
+            // end the scope: a short wait, and rare (a move in the instant
+            // its deadline comes).
+            while !scope.is_done() {
+                thread::yield_now();
+            }
+            false
+        }
+        Ok(timer::Rescheduled::Moved(_replaced)) => true,
+        Ok(timer::Rescheduled::Passed(cause)) => {
+            // The entry is out of the timer: end the scope as its firing would.
+            cancel(node, Error::DeadlineExceeded, cause, Origin::Timer);
+            true
+        }
     }
 }
 

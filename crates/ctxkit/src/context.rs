@@ -4,8 +4,9 @@ use crate::cancel::{self, Scope};
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::handle::CancelHandle;
+use crate::merge::Merged;
 use crate::node_ref::NodeRef;
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicU32};
 use crate::values::ValueLayer;
 use std::fmt;
 use std::sync::OnceLock;
@@ -74,6 +75,9 @@ pub(crate) struct Node {
 enum Layer {
     Todo,
     Cancel(Scope),
+    /// A scope with a second parent (`Context::merge`); boxed, as it is
+    /// larger than any other layer and rare.
+    Merge(Box<Merged>),
     Value(ValueLayer),
     WithoutCancel,
 }
@@ -88,6 +92,18 @@ impl Node {
     pub(crate) fn scope(&self) -> Option<&Scope> {
         match &self.layer {
             Layer::Cancel(scope) => Some(scope),
+            Layer::Merge(merged) => Some(&merged.scope),
+            _ => None,
+        }
+    }
+
+    /// A merged scope's second parent's scope, and where the merged scope
+    /// keeps its place there; `None` for any other node, and for a merge
+    /// whose second parent can never be cancelled.
+    #[inline]
+    pub(crate) fn other_parent(&self) -> Option<(&Scope, &AtomicU32)> {
+        match &self.layer {
+            Layer::Merge(merged) => Some((merged.other.scope()?, &merged.key_in_other)),
             _ => None,
         }
     }
@@ -97,7 +113,7 @@ impl Node {
     /// `node_ref`, iteratively.)
     #[inline]
     pub(crate) fn release(&self) {
-        if let Layer::Cancel(scope) = &self.layer {
+        if let Some(scope) = self.scope() {
             cancel::release(self, scope);
         }
     }
@@ -166,9 +182,7 @@ impl Context {
     /// ```
     #[inline]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        let parent = self.scope();
-        let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
-        self.new_scope(parent, inherited, None)
+        self.new_scope(self.scope(), Deadline::NEVER, None)
     }
 
     /// A child context that is also cancelled, with
@@ -251,44 +265,88 @@ impl Context {
         self.with_deadline_of(OwnDeadline::after(timeout, Some(Arc::new(cause))))
     }
 
-    /// A child scope whose deadline is the earlier of `own` and the
-    /// inherited one.
+    /// A child scope with the deadline `own`, unless the inherited one is
+    /// already as early: then, as in Go, the child is a plain cancel scope
+    /// (no deadline of its own, no timer entry) that follows its ancestors'.
     #[inline]
     fn with_deadline_of(&self, own: OwnDeadline) -> (Context, CancelHandle) {
         let parent = self.scope();
-        let inherited = parent.map_or(Deadline::NEVER, Scope::deadline);
         let deadline = Deadline::from_instant(own.at);
-        if deadline >= inherited {
-            return self.new_scope(parent, inherited, None);
+        if deadline >= self.effective_deadline() {
+            return self.new_scope(parent, Deadline::NEVER, None);
         }
         self.new_scope(parent, deadline, Some(own.expiry))
     }
 
-    /// A child scope under `parent` (this context's scope) with `deadline`,
-    /// its own if `expiry` is given, else inherited.
+    /// A child scope under `parent` (this context's scope) with the deadline
+    /// `own` of its own (`NEVER`: none), ending as `expiry` says (given
+    /// exactly when `own` is).
     #[inline]
     fn new_scope(
         &self,
         parent: Option<&Scope>,
-        deadline: Deadline,
+        own: Deadline,
         expiry: Option<cancel::Expiry>,
     ) -> (Context, CancelHandle) {
-        let own_deadline = expiry.is_some();
         // A child of a scope that ended with its default cause is born done:
         // no lock, no registration, no timer entry. (Any other done parent is
         // caught by `attach`, under the parent's lock.)
         if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
-            let ctx = self.derive(|| Layer::Cancel(Scope::new_done(deadline, own_deadline, err)));
+            let ctx = self.derive(|| Layer::Cancel(Scope::new_done(own, err)));
             return (ctx, CancelHandle::ended());
         }
         let (node, handle_node) = NodeRef::new_pair(|| Node {
             parent: self.clone(),
-            layer: Layer::Cancel(Scope::new(deadline, own_deadline)),
+            layer: Layer::Cancel(Scope::new(own)),
         });
-        if parent.is_some() || own_deadline {
+        if parent.is_some() || expiry.is_some() {
             cancel::attach(&node, parent, expiry);
         }
         (Context { node: Some(node) }, CancelHandle::new(handle_node))
+    }
+
+    /// A merged scope under this context, with `other` as its second parent
+    /// and `values` (this context's, then `other`'s) if `other` has any:
+    /// registered with both parents' scopes, or done at once if either is.
+    pub(crate) fn new_merged(
+        &self,
+        other: &Context,
+        values: Option<ValueLayer>,
+    ) -> (Context, CancelHandle) {
+        let parent = self.scope();
+        let (node, handle_node) = NodeRef::new_pair(|| Node {
+            parent: self.clone(),
+            layer: Layer::Merge(Box::new(Merged {
+                scope: Scope::new(Deadline::NEVER),
+                other: other.clone(),
+                key_in_other: AtomicU32::new(u32::MAX),
+                values,
+            })),
+        });
+        if parent.is_some() {
+            cancel::attach(&node, parent, None);
+        }
+        if let Some((other_scope, key)) = node.other_parent() {
+            cancel::attach_other(&node, other_scope, key);
+        }
+        (Context { node: Some(node) }, CancelHandle::new(handle_node))
+    }
+
+    /// The earliest own deadline of the scopes on this context's path (or
+    /// paths, through merges) to the root: one atomic load per scope, no
+    /// lock, so that a moved deadline is seen at once by every descendant.
+    pub(crate) fn effective_deadline(&self) -> Deadline {
+        let mut earliest = Deadline::NEVER;
+        let mut next = self.scope_node();
+        while let Some(node) = next {
+            let scope = node.scope().expect("scope_node is a scope");
+            earliest = earliest.min(scope.own_deadline());
+            if let Layer::Merge(merged) = &node.layer {
+                earliest = earliest.min(merged.other.effective_deadline());
+            }
+            next = node.parent.scope_node();
+        }
+        earliest
     }
 
     /// A child context carrying `value`, found by [`value::<T>()`](Context::value)
@@ -343,7 +401,7 @@ impl Context {
     pub(crate) fn scope_node(&self) -> Option<&NodeRef> {
         let node = self.node.as_ref()?;
         match &node.layer {
-            Layer::Cancel(_) => Some(node),
+            Layer::Cancel(_) | Layer::Merge(_) => Some(node),
             Layer::Value(values) => values.scope.as_ref(),
             Layer::Todo | Layer::WithoutCancel => None,
         }
@@ -355,11 +413,13 @@ impl Context {
         self.scope_node().and_then(|node| node.scope())
     }
 
-    fn value_layer(&self) -> Option<&ValueLayer> {
+    pub(crate) fn value_layer(&self) -> Option<&ValueLayer> {
         let mut node = self.node.as_deref()?;
         loop {
-            if let Layer::Value(values) = &node.layer {
-                return Some(values);
+            match &node.layer {
+                Layer::Value(values) => return Some(values),
+                Layer::Merge(merged) if merged.values.is_some() => return merged.values.as_ref(),
+                _ => {}
             }
             node = node.parent.node.as_deref()?;
         }
@@ -458,7 +518,7 @@ impl Context {
     /// assert_eq!(child.deadline(), Some(soon), "a child never outlives its parent");
     /// ```
     pub fn deadline(&self) -> Option<Instant> {
-        self.scope().and_then(|scope| scope.deadline().instant())
+        self.effective_deadline().instant()
     }
 
     /// Time left until the deadline, saturating at zero; `None` without one.
@@ -544,10 +604,7 @@ impl OwnDeadline {
     /// `now + timeout`, saturating far in the future rather than
     /// overflowing. One clock read: a non-zero timeout has not passed yet.
     fn after(timeout: Duration, cause: Option<Cause>) -> OwnDeadline {
-        let now = Instant::now();
-        let at = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let at = crate::deadline::instant_after(Instant::now(), timeout);
         OwnDeadline {
             at,
             expiry: cancel::Expiry {
@@ -575,7 +632,7 @@ impl fmt::Debug for Context {
             match layer {
                 Layer::Todo => f.write_str("context.TODO")?,
                 Layer::Cancel(scope) if scope.has_own_deadline() => {
-                    let deadline = scope.deadline().instant().expect("own deadline");
+                    let deadline = scope.own_deadline().instant().expect("own deadline");
                     let now = Instant::now();
                     if deadline > now {
                         write!(f, ".WithDeadline(+{:?})", deadline - now)?;
@@ -584,6 +641,7 @@ impl fmt::Debug for Context {
                     }
                 }
                 Layer::Cancel(_) => f.write_str(".WithCancel")?,
+                Layer::Merge(merged) => write!(f, ".Merge({:?})", merged.other)?,
                 Layer::Value(values) => write!(f, ".WithValue({})", values.type_name)?,
                 Layer::WithoutCancel => f.write_str(".WithoutCancel")?,
             }

@@ -55,6 +55,17 @@ impl Deadline {
     pub(crate) fn raw(self) -> i64 {
         self.0
     }
+
+    /// The deadline whose [`raw`](Deadline::raw) value is `raw`.
+    pub(crate) fn from_raw(raw: i64) -> Deadline {
+        Deadline(raw)
+    }
+}
+
+/// `now + timeout`, saturating a century ahead rather than overflowing.
+pub(crate) fn instant_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn saturating_nanos(duration: Duration) -> i64 {

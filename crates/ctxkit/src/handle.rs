@@ -1,10 +1,12 @@
 //! [`CancelHandle`]: the right to cancel one context.
 
 use crate::cancel::{self, Origin};
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::node_ref::NodeRef;
 use crate::sync::Arc;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 /// Cancels the context it was returned with, and with it every context
 /// derived from that one. Dropping the handle cancels too.
@@ -112,6 +114,97 @@ impl CancelHandle {
     #[inline]
     pub fn detach(mut self) {
         self.scope = None;
+    }
+
+    /// Moves this context's own deadline to `deadline`, earlier or later;
+    /// returns false, changing nothing, if the context is already done. (A
+    /// move made in the very instant the old deadline fires loses to it:
+    /// it returns false once the context is done.)
+    ///
+    /// - The context's [`deadline`](crate::Context::deadline), and that of
+    ///   every context derived from it, is still the earliest on its path to
+    ///   the root: a move later than an ancestor's deadline changes nothing
+    ///   visible (until that ancestor's moves later too). Descendants see the
+    ///   move at once, and those that inherited the deadline end, and wake
+    ///   their waiters, at the new time.
+    /// - A deadline at or before now ends the context and its subtree with
+    ///   [`Error::DeadlineExceeded`] before this returns.
+    /// - A race with the deadline firing or with a cancel is won by whichever
+    ///   ends the context first; its err and cause stay one consistent pair.
+    /// - The cause given to `with_deadline_cause` / `with_timeout_cause`
+    ///   goes with the deadline when it moves.
+    /// - The timer holds one entry for the context whatever the number of
+    ///   moves; a move costs about one timer update and allocates nothing.
+    ///
+    /// Also works on a [`with_cancel`](crate::Context::with_cancel) handle:
+    /// it gives the context a deadline.
+    ///
+    /// An idle timeout: the connection ends after 50 ms without a message,
+    /// and every message pushes that back.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let idle = Duration::from_millis(50);
+    /// let (conn, conn_handle) = Context::background().with_timeout(idle);
+    /// let (request, _request_handle) = conn.with_cancel(); // inherits the deadline
+    /// for _message in 0..3 {
+    ///     std::thread::sleep(Duration::from_millis(10)); // a message arrives
+    ///     assert!(conn_handle.set_timeout(idle), "still open: extend");
+    ///     assert_eq!(request.deadline(), conn.deadline());
+    /// }
+    /// assert_eq!(request.wait(), Error::DeadlineExceeded); // 50 ms of silence
+    /// assert!(!conn_handle.set_timeout(idle), "too late: already done");
+    ///
+    /// // Cutting the budget now ends the context before the call returns.
+    /// let (ctx, handle) = Context::background().with_timeout(Duration::from_secs(60));
+    /// assert!(handle.set_deadline(Instant::now()));
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// ```
+    pub fn set_deadline(&self, deadline: Instant) -> bool {
+        let passed = deadline <= Instant::now();
+        self.move_deadline(Deadline::from_instant(deadline), passed)
+    }
+
+    /// [`set_deadline`](CancelHandle::set_deadline)`(now + timeout)`.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, handle) = Context::background().with_cancel();
+    /// assert_eq!(ctx.deadline(), None);
+    /// assert!(handle.set_timeout(Duration::from_secs(5)));
+    /// assert!(ctx.remaining().unwrap() <= Duration::from_secs(5));
+    /// ```
+    pub fn set_timeout(&self, timeout: Duration) -> bool {
+        let at = crate::deadline::instant_after(Instant::now(), timeout);
+        self.move_deadline(Deadline::from_instant(at), timeout.is_zero())
+    }
+
+    /// Removes this context's own deadline: its deadline is its parent's
+    /// again (or none). The deadline's cause, if one was given, goes with
+    /// it. Returns false, changing nothing, if the context is already done.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::Duration;
+    ///
+    /// let (parent, _p) = Context::background().with_timeout(Duration::from_secs(60));
+    /// let (ctx, handle) = parent.with_timeout(Duration::from_secs(1));
+    /// assert!(handle.clear_deadline());
+    /// assert_eq!(ctx.deadline(), parent.deadline());
+    /// ```
+    pub fn clear_deadline(&self) -> bool {
+        self.move_deadline(Deadline::NEVER, false)
+    }
+
+    fn move_deadline(&self, to: Deadline, passed: bool) -> bool {
+        match &self.scope {
+            Some(node) => cancel::move_deadline(node, to, passed),
+            None => false, // born done: nothing to move
+        }
     }
 
     #[inline]

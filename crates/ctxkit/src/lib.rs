@@ -83,6 +83,7 @@ pub mod group;
 mod handle;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod merge;
 // Blocking sockets need real threads and callbacks, not loom models.
 #[cfg(not(loom))]
 pub mod net;

@@ -94,6 +94,21 @@ fn cause_text(ctx: &Context) -> String {
     ctx.cause().expect("a done context has a cause").to_string()
 }
 
+/// Asserts that `ctx` ended either by its deadline, with the cause
+/// `deadline_cause`, or by its handle, with the cause "handle" (one
+/// consistent pair, never a mix), and that `child` agrees; returns the
+/// cause's text.
+fn one_ending(ctx: &Context, child: &Context, deadline_cause: &str) -> String {
+    let outcome = (ctx.err(), cause_text(ctx));
+    assert!(
+        outcome == (Some(Error::DeadlineExceeded), deadline_cause.to_string())
+            || outcome == (Some(Error::Canceled), "handle".to_string()),
+        "{outcome:?}"
+    );
+    assert_eq!((child.err(), cause_text(child)), outcome);
+    outcome.1
+}
+
 #[derive(Debug)]
 struct Named(&'static str);
 
@@ -550,15 +565,9 @@ fn timer_firing_vs_explicit_cancel() {
         cancel.cancel_with(Named("handle"));
         timer_thread.join().unwrap();
 
-        let outcome = (ctx.err(), cause_text(&ctx));
-        assert!(
-            outcome == (Some(Error::DeadlineExceeded), "timer".to_string())
-                || outcome == (Some(Error::Canceled), "handle".to_string()),
-            "{outcome:?}"
-        );
-        assert_eq!((child.err(), cause_text(&child)), outcome);
+        let outcome = one_ending(&ctx, &child, "timer");
         assert!(!timer::fire(key), "the timer entry is gone");
-        seen.record(outcome.1);
+        seen.record(outcome);
     });
     outcomes.assert_all_seen(&["timer", "handle"]);
 }
@@ -667,5 +676,192 @@ fn pending_callback_outlives_its_context() {
 
         assert_eq!(runs.load(Ordering::Relaxed), 1);
         assert_eq!(parent.registrations(), 0);
+    });
+}
+
+/// A context merged from two parents while both are cancelled, each with a
+/// cause of its own: the first cancellation to reach it wins, its err and
+/// cause are one parent's pair, its child agrees, and it has left both
+/// parents.
+#[test]
+fn merge_vs_both_parents_cancelling() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (first, cancel_first) = Context::background().with_cancel();
+        let (second, cancel_second) = Context::background().with_cancel();
+        let (merged, _merged_cancel) = first.merge(&second);
+        let (child, _child_cancel) = merged.with_cancel();
+        let canceller = thread::spawn(move || cancel_first.cancel_with(Named("first")));
+        cancel_second.cancel_with(Named("second"));
+        canceller.join().unwrap();
+
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        let cause = cause_text(&merged);
+        assert!(cause == "first" || cause == "second", "{cause}");
+        assert_eq!(cause_text(&child), cause);
+        assert_eq!(first.registrations(), 0);
+        assert_eq!(second.registrations(), 0);
+        seen.record(cause);
+    });
+    outcomes.assert_all_seen(&["first", "second"]);
+}
+
+/// A merge is built while one of its parents is cancelled (`second`: the
+/// second one, else the first): whether the cancel drains its registration
+/// or it finds the parent done when registering, it ends with that parent's
+/// cause, and leaves no registration in either parent.
+fn merge_vs_parent_cancel(second: bool) {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (first, cancel_first) = Context::background().with_cancel();
+        let (other, cancel_other) = Context::background().with_cancel();
+        let (cancel, _keep) = if second {
+            (cancel_other, cancel_first)
+        } else {
+            (cancel_first, cancel_other)
+        };
+        let canceller = thread::spawn(move || cancel.cancel_with(Named("parent")));
+        let (merged, _merged_cancel) = first.merge(&other);
+        let born_done = merged.is_done();
+        canceller.join().unwrap();
+
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        assert_eq!(cause_text(&merged), "parent");
+        assert_eq!(first.registrations(), 0);
+        assert_eq!(other.registrations(), 0);
+        seen.record(if born_done { "born done" } else { "drained" });
+    });
+    outcomes.assert_all_seen(&["born done", "drained"]);
+}
+
+#[test]
+fn merge_vs_first_parent_cancel() {
+    merge_vs_parent_cancel(false);
+}
+
+#[test]
+fn merge_vs_second_parent_cancel() {
+    merge_vs_parent_cancel(true);
+}
+
+/// The last reference to a detached merge is dropped while its second
+/// parent is cancelled: the merge is freed either way, ended by the cancel
+/// or not, and leaves no registration in either parent.
+#[test]
+fn merge_dropped_vs_second_parent_cancel() {
+    model(|| {
+        let (first, _cancel_first) = Context::background().with_cancel();
+        let (other, cancel_other) = Context::background().with_cancel();
+        let (merged, merged_cancel) = first.merge(&other);
+        merged_cancel.detach();
+        let weak: WeakNodeRef = NodeRef::downgrade(node(&merged));
+        let canceller = thread::spawn(move || cancel_other.cancel());
+        drop(merged);
+        canceller.join().unwrap();
+
+        assert!(weak.upgrade().is_none(), "the dropped merge is freed");
+        assert_eq!(first.registrations(), 0);
+        assert_eq!(other.registrations(), 0);
+    });
+}
+
+/// The deadline moves while the timer fires the old one and the handle
+/// cancels: whichever ends the context first wins, with one consistent err
+/// and cause that its child shares; a move that lost to the timer reports
+/// false; and no timer entry is left, at the old deadline or the new.
+#[test]
+fn set_deadline_vs_timer_firing_vs_cancel() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (ctx, cancel) =
+            Context::background().with_deadline_cause(far_deadline(), Named("timer"));
+        let (child, _child_cancel) = ctx.with_cancel();
+        let old = timer::entry_key(ctx.deadline().expect("own deadline"), node(&ctx));
+        let new_deadline = far_deadline() + Duration::from_secs(60);
+        let new = timer::entry_key(new_deadline, node(&ctx));
+        let cancel = Arc::new(cancel);
+        let timer_thread = thread::spawn(move || timer::fire(old));
+        let canceller = {
+            let cancel = cancel.clone();
+            thread::spawn(move || cancel.cancel_with(Named("handle")))
+        };
+        let moved = cancel.set_deadline(new_deadline);
+        let fired = timer_thread.join().unwrap();
+        canceller.join().unwrap();
+
+        let outcome = one_ending(&ctx, &child, "timer");
+        assert!(
+            !(moved && fired),
+            "a move and the firing of the old entry exclude each other"
+        );
+        if moved {
+            assert_eq!(ctx.deadline(), Some(new_deadline));
+            assert_eq!(child.deadline(), Some(new_deadline));
+        }
+        assert!(!timer::fire(old) && !timer::fire(new), "no entry is left");
+        seen.record(format!("moved={moved} {outcome}"));
+    });
+    outcomes.assert_all_seen(&[
+        "moved=true handle",
+        "moved=false timer",
+        "moved=false handle",
+    ]);
+}
+
+/// A move to a deadline that has passed ends the context with
+/// `DeadlineExceeded` (and the deadline's cause) before it returns, unless
+/// the concurrent cancel came first; never a mix of the two.
+#[test]
+fn set_deadline_to_now_vs_cancel() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (ctx, cancel) =
+            Context::background().with_deadline_cause(far_deadline(), Named("deadline"));
+        let (child, _child_cancel) = ctx.with_cancel();
+        let old = timer::entry_key(ctx.deadline().expect("own deadline"), node(&ctx));
+        let cancel = Arc::new(cancel);
+        let canceller = {
+            let cancel = cancel.clone();
+            thread::spawn(move || cancel.cancel_with(Named("handle")))
+        };
+        let moved = cancel.set_deadline(Instant::now());
+        if moved {
+            assert!(
+                ctx.is_done(),
+                "a move to now ends the context before it returns"
+            );
+        }
+        canceller.join().unwrap();
+
+        let outcome = one_ending(&ctx, &child, "deadline");
+        assert!(!timer::fire(old), "no entry is left");
+        seen.record(outcome);
+    });
+    outcomes.assert_all_seen(&["deadline", "handle"]);
+}
+
+/// A child that inherited its parent's deadline waits while the parent's
+/// deadline moves: it sees the new deadline, and the new entry's firing
+/// wakes it with `DeadlineExceeded`; the old entry no longer fires.
+#[test]
+fn moved_deadline_wakes_an_inheriting_waiter() {
+    model(|| {
+        let (parent, handle) = Context::background().with_deadline(far_deadline());
+        let (child, _child_cancel) = parent.with_cancel();
+        let old = timer::entry_key(parent.deadline().expect("own deadline"), node(&parent));
+        let waiter = {
+            let child = child.clone();
+            thread::spawn(move || child.wait())
+        };
+        let new_deadline = far_deadline() - Duration::from_secs(60);
+        assert!(handle.set_deadline(new_deadline));
+        assert_eq!(child.deadline(), Some(new_deadline));
+        assert!(!timer::fire(old), "the old entry moved");
+        assert!(timer::fire(timer::entry_key(new_deadline, node(&parent))));
+        assert_eq!(waiter.join().unwrap(), Error::DeadlineExceeded);
     });
 }

@@ -8,12 +8,12 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+    atomic::{fence, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
     Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+    atomic::{fence, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
     Mutex, MutexGuard,
 };
 
@@ -21,9 +21,9 @@ pub(crate) use std::sync::Arc;
 
 pub(crate) mod thread {
     #[cfg(loom)]
-    pub(crate) use loom::thread::{current, park, Thread};
+    pub(crate) use loom::thread::{current, park, yield_now, Thread};
     #[cfg(not(loom))]
-    pub(crate) use std::thread::{current, park, park_timeout, Thread};
+    pub(crate) use std::thread::{current, park, park_timeout, yield_now, Thread};
 
     /// loom has no timed park; a model treats a timed park as a plain one
     /// that may return spuriously, which every caller already handles.

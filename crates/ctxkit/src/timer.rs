@@ -14,6 +14,11 @@
 //! thread publishes the deadline it sleeps towards in `next_wake`; an insert
 //! wakes it only when the new entry is earlier, which for the common case of
 //! equal timeouts set one after another is never.
+//!
+//! A scope's entry is keyed by its own deadline, which changes only together
+//! with the entry, under the shard's lock ([`reschedule`]): a moved deadline
+//! still has exactly one entry, and a remover finds it by reading the
+//! deadline under that lock.
 
 use crate::cancel::{self, Origin};
 use crate::context::Node;
@@ -28,7 +33,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock, PoisonError};
 
 type Key = (Deadline, usize);
 
-struct Entry {
+/// A pending deadline: whom to cancel, with what cause.
+pub(crate) struct Entry {
     node: WeakNodeRef,
     /// `None`: `DeadlineExceeded`'s default cause.
     cause: Option<Cause>,
@@ -73,26 +79,45 @@ fn timer() -> &'static Timer {
     })
 }
 
+/// A shard's index. An enum rather than a `u8` so that the scope keeping
+/// it has spare bit patterns: the tag of the node's layer lives there, which
+/// keeps a node at 64 bytes (`context::tests::a_node_stays_small`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[rustfmt::skip]
+pub(crate) enum ShardIndex {
+    S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15,
+}
+
+impl ShardIndex {
+    #[rustfmt::skip]
+    const ALL: [ShardIndex; SHARDS] = {
+        use ShardIndex::*;
+        [S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15]
+    };
+}
+
 /// The shard for deadlines set on the calling thread. Threads take shards
 /// in turn, so up to `SHARDS` threads never share one.
-pub(crate) fn home_shard() -> u8 {
+pub(crate) fn home_shard() -> ShardIndex {
     thread_local! {
-        static HOME: Cell<u8> = const { Cell::new(u8::MAX) };
+        static HOME: Cell<Option<ShardIndex>> = const { Cell::new(None) };
     }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     HOME.with(|home| {
-        if home.get() == u8::MAX {
+        *home.get().get_or_insert_with(|| {
             // Relaxed: only the spread of the values matters.
-            home.set((NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS) as u8);
-        }
-        home.get()
+            let shard = ShardIndex::ALL[NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS];
+            home.set(Some(shard));
+            shard
+        })
     })
 }
 
 /// The shard that holds `node`'s entry: the one its scope recorded.
 fn shard_of<'t>(timer: &'t Timer, node: &Node) -> MutexGuard<'t, BTreeMap<Key, Entry>> {
     let scope = node.scope().expect("only scopes have deadlines");
-    lock(&timer.shards[usize::from(scope.timer_shard())].0)
+    lock(&timer.shards[scope.timer_shard() as usize].0)
 }
 
 // The map is behind a `std` mutex, invisible to loom, so a model would not
@@ -115,9 +140,8 @@ fn key(deadline: Deadline, node: &Node) -> Key {
     (deadline, node as *const Node as usize)
 }
 
-/// Schedules `node` to be cancelled with `DeadlineExceeded` and `cause` at
-/// `deadline`.
-pub(crate) fn insert(deadline: Deadline, node: &NodeRef, cause: Option<Cause>) {
+/// The timer, its thread started.
+fn started() -> &'static Timer {
     let timer = timer();
     // Under loom the timer thread is not started: a model cannot contain a
     // real thread. Models fire an entry themselves with `fire`.
@@ -128,6 +152,22 @@ pub(crate) fn insert(deadline: Deadline, node: &NodeRef, cause: Option<Cause>) {
             .spawn(run)
             .expect("ctxkit: cannot start the deadline timer thread");
     });
+    timer
+}
+
+/// The deadline of `node`'s entry: its scope's own deadline. Read under the
+/// shard's lock, which every change of it holds.
+fn own_deadline(node: &Node) -> Deadline {
+    node.scope()
+        .expect("only scopes have deadlines")
+        .own_deadline()
+}
+
+/// Schedules `node` to be cancelled with `DeadlineExceeded` and `cause` at
+/// its scope's own deadline. For a scope not yet shared with other threads.
+pub(crate) fn insert(node: &NodeRef, cause: Option<Cause>) {
+    let timer = started();
+    let deadline = own_deadline(node);
     let key = key(deadline, node);
     #[cfg(loom)]
     let _model = model_order();
@@ -136,6 +176,12 @@ pub(crate) fn insert(deadline: Deadline, node: &NodeRef, cause: Option<Cause>) {
         cause,
     };
     shard_of(timer, node).insert(key, entry);
+    wake_for(timer, deadline);
+}
+
+/// Wakes the timer thread if it must see an entry just inserted at
+/// `deadline`.
+fn wake_for(timer: &Timer, deadline: Deadline) {
     // SeqCst, with the stores in `run`: if the timer's scan of our shard came
     // before our insert, its `SCANNING` store comes before this load, so we
     // read `SCANNING` or the deadline it settled on, never an older one.
@@ -149,13 +195,67 @@ pub(crate) fn insert(deadline: Deadline, node: &NodeRef, cause: Option<Cause>) {
 }
 
 /// Removes `node`'s entry, if it is still there.
-pub(crate) fn remove(deadline: Deadline, node: &Node) {
+pub(crate) fn remove(node: &Node) {
     #[cfg(loom)]
     let _model = model_order();
-    let key = key(deadline, node);
-    let entry = shard_of(timer(), node).remove(&key);
+    let mut entries = shard_of(timer(), node);
+    let entry = entries.remove(&key(own_deadline(node), node));
+    drop(entries);
     // Dropped here, outside the lock: the cause is a user value.
     drop(entry);
+}
+
+/// What [`reschedule`] did.
+pub(crate) enum Rescheduled {
+    /// The deadline moved; the entry it replaced, if any was left over (to
+    /// be dropped by the caller outside its locks).
+    Moved(Option<Entry>),
+    /// The entry was gone: the timer took it out to fire it. Nothing changed.
+    Firing,
+    /// The new deadline has passed: the entry is out, and the scope must be
+    /// ended now with this cause.
+    Passed(Option<Cause>),
+}
+
+/// Moves `node`'s entry to `to` (`NEVER`: takes it out), recording `to` as
+/// its scope's own deadline; `passed`: `to` has come, take the entry out and
+/// hand its cause over. The caller holds the scope's lock, and the scope is
+/// live: nothing else changes its deadline meanwhile.
+///
+/// One lock, one removal and one insertion in the shard's map: a move is
+/// one timer update, and allocates nothing once the map's nodes exist.
+pub(crate) fn reschedule(node: &NodeRef, to: Deadline, passed: bool) -> Rescheduled {
+    let timer = started();
+    #[cfg(loom)]
+    let _model = model_order();
+    let scope = node.scope().expect("only scopes have deadlines");
+    let mut entries = shard_of(timer, node);
+    let from = scope.own_deadline();
+    let entry = if from == Deadline::NEVER {
+        None
+    } else {
+        match entries.remove(&key(from, node)) {
+            Some(entry) => Some(entry),
+            // A live scope with a deadline has an entry, unless the timer
+            // has just taken it out to fire it.
+            None => return Rescheduled::Firing,
+        }
+    };
+    scope.set_own_deadline(to);
+    if passed {
+        return Rescheduled::Passed(entry.and_then(|entry| entry.cause));
+    }
+    if to == Deadline::NEVER {
+        return Rescheduled::Moved(entry);
+    }
+    let entry = entry.unwrap_or_else(|| Entry {
+        node: NodeRef::downgrade(node),
+        cause: None,
+    });
+    entries.insert(key(to, node), entry);
+    drop(entries);
+    wake_for(timer, to);
+    Rescheduled::Moved(None)
 }
 
 /// The key of `node`'s entry, for loom models that fire it with [`fire`]

@@ -28,6 +28,17 @@ struct Entry {
     value: Arc<dyn Any + Send + Sync>,
 }
 
+impl Entry {
+    /// The same value under the same type, for another index (a reference
+    /// count, never a clone of the value).
+    fn share(&self) -> Entry {
+        Entry {
+            type_id: self.type_id,
+            value: self.value.clone(),
+        }
+    }
+}
+
 impl ValueLayer {
     /// A layer holding `value` on top of the values in `parent` (the nearest
     /// value layer above, if any).
@@ -43,10 +54,7 @@ impl ValueLayer {
             value: Arc::new(value),
         };
         let mut index = Vec::with_capacity(inherited.len() + 1);
-        index.extend(inherited.iter().map(|entry| Entry {
-            type_id: entry.type_id,
-            value: entry.value.clone(),
-        }));
+        index.extend(inherited.iter().map(Entry::share));
         match index.binary_search_by_key(&type_id, |entry| entry.type_id) {
             // The nearest value of a type wins: it replaces the ancestor's.
             Ok(position) => index[position] = entry,
@@ -55,6 +63,32 @@ impl ValueLayer {
         ValueLayer {
             scope,
             type_name: std::any::type_name::<T>(),
+            index: index.into_boxed_slice(),
+        }
+    }
+
+    /// The values of `first` and `second` in one index, `first`'s winning
+    /// where both hold a type: a merged context's values.
+    pub(crate) fn merged(first: Option<&ValueLayer>, second: &ValueLayer) -> ValueLayer {
+        let first = first.map_or(&[][..], |layer| &layer.index[..]);
+        let mut index: Vec<Entry> = Vec::with_capacity(first.len() + second.index.len());
+        // Both are sorted by type: merge them, keeping `first`'s on a tie.
+        let (mut a, mut b) = (first.iter().peekable(), second.index.iter().peekable());
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            let take = if x.type_id <= y.type_id {
+                if x.type_id == y.type_id {
+                    b.next();
+                }
+                a.next()
+            } else {
+                b.next()
+            };
+            index.extend(take.map(Entry::share));
+        }
+        index.extend(a.chain(b).map(Entry::share));
+        ValueLayer {
+            scope: None,
+            type_name: "merge",
             index: index.into_boxed_slice(),
         }
     }
