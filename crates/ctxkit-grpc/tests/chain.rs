@@ -188,7 +188,7 @@ fn a_cancel_stops_every_hop_within_500_ms() {
 }
 
 #[test]
-fn a_budget_that_runs_out_is_deadline_exceeded_at_every_hop() {
+fn a_budget_that_runs_out_ends_every_hop_at_its_deadline() {
     let hops = chain(&[]);
     let (output, reply) = call(&hops[0], &["--budget-ms", "300", "--work-ms", "2000"]);
     assert!(!output.status.success());
@@ -196,12 +196,20 @@ fn a_budget_that_runs_out_is_deadline_exceeded_at_every_hop() {
     assert!(reply["message"].is_string());
     for hop in &hops {
         let line = hop.line(Duration::from_secs(5));
-        assert_eq!(line["ended"], "deadline", "{line}");
         let ran = ms(&line, "ms");
         assert!(
             (250..300 + PROMPT.as_millis() as i64).contains(&ran),
             "{line}"
         );
+        // `grpc-timeout` is relative, so a hop's deadline falls one transit
+        // of the call's headers after its caller's; the caller's reset at
+        // its own deadline may beat the hop's timer. Such a cancel, arriving
+        // before the hop's deadline, is `canceled` by definition.
+        match line["ended"].as_str() {
+            Some("deadline") => {}
+            Some("canceled") => assert!(ran < ms(&line, "remaining_ms"), "{line}"),
+            _ => panic!("{line}"),
+        }
     }
 }
 
