@@ -1,0 +1,20 @@
+//! The crate's `proto/work.proto` is the project's shared proto, unchanged.
+
+use std::path::Path;
+
+#[test]
+fn the_proto_is_the_shared_one_byte_for_byte() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = crate_dir.join("../../../shared/proto/work.proto");
+    if !shared.exists() {
+        eprintln!("skipped: no {} beside the repository", shared.display());
+        return;
+    }
+    let ours = std::fs::read(crate_dir.join("proto/work.proto")).unwrap();
+    let theirs = std::fs::read(&shared).unwrap();
+    assert!(
+        ours == theirs,
+        "proto/work.proto differs from {}: copy it again, unchanged",
+        shared.display()
+    );
+}
