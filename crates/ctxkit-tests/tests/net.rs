@@ -172,6 +172,30 @@ fn a_blocked_write_ends_on_cancel() {
 }
 
 #[test]
+fn one_thread_reads_while_another_writes() {
+    let _turn = one_at_a_time();
+    let (ours, mut peer) = tcp_pair();
+    let (ctx, cancel) = Context::background().with_cancel();
+    let stream = std::sync::Arc::new(ContextStream::new(&ctx, ours));
+    let reading = run_blocked({
+        let stream = stream.clone();
+        move || (&*stream).read(&mut [0; 64])
+    });
+    (&*stream).write_all(b"while blocked").unwrap();
+    let mut got = [0u8; 13];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"while blocked");
+    cancel.cancel();
+    let err = reading
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(net::context_error(&err), Some(Error::Canceled));
+    let err = (&*stream).write(b"after").unwrap_err();
+    assert_eq!(net::context_error(&err), Some(Error::Canceled));
+}
+
+#[test]
 fn a_live_context_changes_nothing() {
     let _turn = one_at_a_time();
     let (ours, mut peer) = tcp_pair();

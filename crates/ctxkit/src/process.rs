@@ -104,6 +104,19 @@ use std::process::{Command, ExitStatus, Output};
 ///
 /// The methods use [`Stop::default`]; [`stop_with`](CommandExt::stop_with)
 /// picks another way to stop.
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use ctxkit::process::CommandExt;
+/// use ctxkit::Context;
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(10));
+/// let out = Command::new("uname").output_ctx(&ctx).unwrap();
+/// assert!(out.status.success());
+/// # }
+/// ```
 pub trait CommandExt {
     /// Starts the command under `ctx`, as [`Command::spawn`] does.
     ///
@@ -203,6 +216,20 @@ impl CommandExt for Command {
 
 /// A [`Command`] with the [`Stop`] to apply when its context ends; made by
 /// [`CommandExt::stop_with`]. Its methods are those of [`CommandExt`].
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use ctxkit::process::{CommandExt, Stop};
+/// use ctxkit::Context;
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let mut make = Command::new("true");
+/// let mut build = make.stop_with(Stop::new().wait_delay(Duration::from_secs(2)));
+/// assert!(build.status_ctx(&Context::background()).unwrap().success());
+/// assert!(build.status_ctx(&Context::background()).unwrap().success(), "reusable");
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WithStop<'a> {
     command: &'a mut Command,

@@ -174,14 +174,17 @@ impl<S: Socket> ContextStream<S> {
     }
 }
 
-impl<S: Socket> Read for ContextStream<S> {
+/// Reads through a shared reference too, as `&TcpStream` does: one thread
+/// may read while another writes.
+impl<S: Socket> Read for &ContextStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let wanted = !buf.is_empty();
         self.guard(|s| s.read_shared(buf), |&n| wanted && n == 0)
     }
 }
 
-impl<S: Socket> Write for ContextStream<S> {
+/// Writes through a shared reference too, as `&TcpStream` does.
+impl<S: Socket> Write for &ContextStream<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let wanted = !buf.is_empty();
         self.guard(|s| s.write_shared(buf), |&n| wanted && n == 0)
@@ -189,6 +192,22 @@ impl<S: Socket> Write for ContextStream<S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.guard(|s| s.flush_shared(), |_| false)
+    }
+}
+
+impl<S: Socket> Read for ContextStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl<S: Socket> Write for ContextStream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self).flush()
     }
 }
 

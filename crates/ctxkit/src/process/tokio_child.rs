@@ -151,7 +151,24 @@ impl AsyncCommandExt for Command {
 }
 
 /// A `tokio::process::Command` with the [`Stop`] to apply when its context
-/// ends; made by [`AsyncCommandExt::stop_with`].
+/// ends; made by [`AsyncCommandExt::stop_with`]. Its methods are those of
+/// [`AsyncCommandExt`].
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use ctxkit::process::{AsyncCommandExt, Stop};
+/// use ctxkit::Context;
+/// use std::time::Duration;
+/// use tokio::process::Command;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut command = Command::new("true");
+/// let mut run = command.stop_with(Stop::new().wait_delay(Duration::from_secs(2)));
+/// assert!(run.status_ctx(&Context::background()).await.unwrap().success());
+/// # }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct AsyncWithStop<'a> {
     command: &'a mut Command,
