@@ -433,6 +433,44 @@ fn a_configured_signal_and_kill_at_once() {
     assert!(err.killed_at().is_some());
 }
 
+#[test]
+fn kill_by_hand_is_not_a_context_stop() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut child = Command::new("sleep").arg("30").spawn_ctx(&ctx).unwrap();
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    child.kill().unwrap(); // reaped: the pid is no longer ours, nothing is sent
+    cancel.cancel();
+    assert_eq!(child.wait().unwrap(), status);
+
+    // Group mode: the kill reaches the grandchild too.
+    let (mut child, grandchild) = spawn_ready(
+        &Context::background(),
+        "sleep 30 & echo $!; wait",
+        Stop::new().process_group(true),
+    );
+    let grandchild: u32 = grandchild.parse().unwrap();
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    assert!(eventually(PROMPT, || matches!(
+        proc_state(grandchild),
+        None | Some('Z' | 'X')
+    )));
+}
+
+#[tokio::test]
+async fn tokio_start_kill() {
+    let mut child = tokio::process::Command::new("sleep")
+        .arg("30")
+        .spawn_ctx(&Context::background())
+        .unwrap();
+    child.start_kill().unwrap();
+    assert_eq!(child.wait().await.unwrap().signal(), Some(9));
+    child.start_kill().unwrap();
+    assert_eq!(child.id(), None);
+}
+
 #[tokio::test]
 async fn tokio_sleep_stops_within_500ms_of_cancel() {
     let (ctx, cancel) = Context::background().with_cancel();

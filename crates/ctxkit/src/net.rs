@@ -11,7 +11,8 @@
 //! Errors are `io::Error`s, as `Read` and `Write` need; one that the
 //! context caused is [`ctxkit::Error`](crate::Error) converted (`TimedOut`
 //! for the deadline, `Interrupted` for a cancel), never a "timed out" or
-//! "connection reset" from the socket. [`context_error`] tells them apart.
+//! "connection reset" from the socket. [`context_error`] tells them apart;
+//! the detailed reason is the context's own [`cause`](crate::Context::cause).
 //!
 //! ```
 //! use ctxkit::net::{self, ContextStream};
@@ -41,8 +42,10 @@
 //! starts), so it would only bound the next call.
 //!
 //! The shutdown ends the connection for good: the peer reads end of stream
-//! (a FIN; data it had not yet read is still delivered to it), and this side
-//! can neither read nor write afterwards. That is the honest outcome, since
+//! (a FIN, after any data already sent), and this side can neither read nor
+//! write afterwards. (Closing the socket later while it holds received data
+//! nobody read makes the kernel send a reset, as for any socket closed that
+//! way.) That is the honest outcome, since
 //! a read or write cut off half-way leaves the protocol on that connection
 //! in an unknown state: close it and open a new one. Until the context
 //! ends, the wrapper changes nothing: one atomic load per call.

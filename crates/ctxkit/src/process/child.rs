@@ -161,6 +161,39 @@ impl Child {
         self.shared.wait()
     }
 
+    /// Kills the child now (SIGKILL, to its group in group mode; off Unix,
+    /// `Child::kill`), without waiting for it: then [`wait`](Child::wait)
+    /// reaps it. Unlike killing by pid yourself, this never signals a
+    /// reused pid: a child that already exited is left alone (`Ok`).
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// use ctxkit::process::CommandExt;
+    /// use ctxkit::Context;
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::process::Command;
+    ///
+    /// let mut child = Command::new("sleep").arg("30").spawn_ctx(&Context::background()).unwrap();
+    /// child.kill().unwrap();
+    /// assert_eq!(child.wait().unwrap().signal(), Some(9)); // not a context stop
+    /// child.kill().unwrap(); // reaped: nothing to do
+    /// # }
+    /// ```
+    pub fn kill(&mut self) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if self.shared.has_exited(&mut state) {
+            return Ok(());
+        }
+        #[cfg(unix)]
+        return sys::signal(
+            self.shared.pid,
+            self.shared.stop.in_group(),
+            super::stop::SIGKILL,
+        );
+        #[cfg(not(unix))]
+        return state.child.kill();
+    }
+
     /// Reaps the child if it has exited, without blocking: `Ok(None)` while
     /// it runs. Results as for [`wait`](Child::wait).
     ///

@@ -453,6 +453,41 @@ impl AsyncChild {
         self.reaped(status)
     }
 
+    /// Starts killing the child (SIGKILL, to its group in group mode; off
+    /// Unix, tokio's `start_kill`), without waiting for it: then
+    /// [`wait`](AsyncChild::wait) reaps it. A child that already exited is
+    /// left alone (`Ok`): no reused pid is ever signalled.
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// use ctxkit::process::AsyncCommandExt;
+    /// use ctxkit::Context;
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use tokio::process::Command;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut child = Command::new("sleep").arg("30").spawn_ctx(&Context::background()).unwrap();
+    /// child.start_kill().unwrap();
+    /// assert_eq!(child.wait().await.unwrap().signal(), Some(9));
+    /// child.start_kill().unwrap();
+    /// # }
+    /// # }
+    /// ```
+    pub fn start_kill(&mut self) -> std::io::Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if self.status.is_some() || child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        #[cfg(unix)]
+        if let Some(pid) = child.id() {
+            return super::sys::signal(pid, self.stop.in_group(), super::stop::SIGKILL);
+        }
+        child.start_kill()
+    }
+
     /// The first step; the child is unreaped (its `try_wait` said so).
     fn begin_stop(&mut self) {
         let child = self.child.as_mut().expect("present until dropped");
