@@ -212,14 +212,14 @@ fn group_members_that_outlive_the_leader_mid_stop_are_killed() {
 
 #[test]
 fn output_is_captured_up_to_the_cancellation() {
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(500));
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
     let started = Instant::now();
     let err = Command::new("sh")
         .args(["-c", "echo one; echo two >&2; echo three; sleep 30"])
         .stop_with(Stop::new().process_group(true))
         .output_ctx(&ctx)
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(500) + PROMPT);
+    assert!(started.elapsed() < Duration::from_secs(1) + PROMPT);
     assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));
     let output = err.output().expect("output until the deadline");
     assert_eq!(output.stdout, b"one\nthree\n");
@@ -242,7 +242,7 @@ fn output_of_a_child_that_finishes_is_whole() {
 #[test]
 fn output_stops_reading_pipes_a_grandchild_holds_after_the_wait_delay() {
     let delay = Duration::from_millis(200);
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(300));
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
     let started = Instant::now();
     // Not in group mode: the background sleep outlives the shell and keeps
     // stdout open.
@@ -252,10 +252,7 @@ fn output_stops_reading_pipes_a_grandchild_holds_after_the_wait_delay() {
         .output_ctx(&ctx)
         .unwrap_err();
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_millis(300) + delay + PROMPT,
-        "{took:?}"
-    );
+    assert!(took < Duration::from_secs(1) + delay + PROMPT, "{took:?}");
     assert_eq!(err.output().unwrap().stdout, b"before\n");
 }
 
@@ -511,7 +508,7 @@ async fn tokio_term_ignoring_child_is_killed_after_the_wait_delay() {
 
 #[tokio::test]
 async fn tokio_output_and_status() {
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(500));
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
     let err = tokio::process::Command::new("sh")
         .args(["-c", "echo one; echo two >&2; sleep 30"])
         .stop_with(Stop::new().process_group(true))

@@ -189,8 +189,8 @@ impl Error {
     /// use std::process::Command;
     /// use std::time::Duration;
     ///
-    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(300));
-    /// let err = Command::new("sh").args(["-c", "echo started; sleep 30"])
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
+    /// let err = Command::new("sh").args(["-c", "echo started; exec sleep 30"])
     ///     .output_ctx(&ctx)
     ///     .unwrap_err();
     /// assert_eq!(err.output().unwrap().stdout, b"started\n");

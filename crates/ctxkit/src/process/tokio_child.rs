@@ -226,8 +226,8 @@ impl AsyncWithStop<'_> {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(300));
-    /// let err = Command::new("sh").args(["-c", "echo started; sleep 30"])
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
+    /// let err = Command::new("sh").args(["-c", "echo started; exec sleep 30"])
     ///     .stop_with(Stop::new())
     ///     .output_ctx(&ctx)
     ///     .await
