@@ -80,6 +80,13 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 #[test]
+fn the_wrapper_crosses_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ContextStream<TcpStream>>();
+    send_sync::<ContextStream<UnixStream>>();
+}
+
+#[test]
 fn a_blocked_tcp_read_ends_within_500ms_of_cancel() {
     let _turn = one_at_a_time();
     let (ours, _peer) = tcp_pair();

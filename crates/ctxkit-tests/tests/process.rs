@@ -69,6 +69,15 @@ fn spawn_ready(ctx: &Context, script: &str, stop: Stop) -> (ctxkit::process::Chi
 }
 
 #[test]
+fn the_types_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ctxkit::process::Child>();
+    send_sync::<ctxkit::process::AsyncChild>();
+    send_sync::<ctxkit::process::Error>();
+    send_sync::<Stop>();
+}
+
+#[test]
 fn sleep_stops_within_500ms_of_cancel() {
     let (ctx, cancel) = Context::background().with_cancel();
     let mut child = Command::new("sleep").arg("30").spawn_ctx(&ctx).unwrap();
