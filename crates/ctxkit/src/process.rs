@@ -19,6 +19,12 @@
 //! with. A child that exits on its own is reported as usual, even if the
 //! context ends afterwards. `Error` converts into [`std::io::Error`].
 //!
+//! Two differences from Go: the default is a gentle stop (Go kills at once
+//! and has no wait delay; [`Stop::kill`] does that), and a child the context
+//! stopped is always reported as stopped, with its status (Go returns the
+//! context's error only if the stopped command still exits successfully,
+//! and its exit error otherwise).
+//!
 //! ```
 //! # #[cfg(unix)] {
 //! use ctxkit::process::CommandExt;
