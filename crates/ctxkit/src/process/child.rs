@@ -102,6 +102,8 @@ impl Child {
             }
         });
         let mut state = shared.lock();
+        // Where the stop callback reaps (no waitid), it may have reaped
+        // already: nothing is left to watch.
         if state.status.is_some() {
             drop(state);
             watch.stop();
