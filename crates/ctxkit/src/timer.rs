@@ -79,45 +79,26 @@ fn timer() -> &'static Timer {
     })
 }
 
-/// A shard's index. An enum rather than a `u8` so that the scope keeping
-/// it has spare bit patterns: the tag of the node's layer lives there, which
-/// keeps a node at 64 bytes (`context::tests::a_node_stays_small`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-#[rustfmt::skip]
-pub(crate) enum ShardIndex {
-    S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15,
-}
-
-impl ShardIndex {
-    #[rustfmt::skip]
-    const ALL: [ShardIndex; SHARDS] = {
-        use ShardIndex::*;
-        [S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15]
-    };
-}
-
 /// The shard for deadlines set on the calling thread. Threads take shards
 /// in turn, so up to `SHARDS` threads never share one.
-pub(crate) fn home_shard() -> ShardIndex {
+pub(crate) fn home_shard() -> u8 {
     thread_local! {
-        static HOME: Cell<Option<ShardIndex>> = const { Cell::new(None) };
+        static HOME: Cell<u8> = const { Cell::new(u8::MAX) };
     }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     HOME.with(|home| {
-        *home.get().get_or_insert_with(|| {
+        if home.get() == u8::MAX {
             // Relaxed: only the spread of the values matters.
-            let shard = ShardIndex::ALL[NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS];
-            home.set(Some(shard));
-            shard
-        })
+            home.set((NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS) as u8);
+        }
+        home.get()
     })
 }
 
 /// The shard that holds `node`'s entry: the one its scope recorded.
 fn shard_of<'t>(timer: &'t Timer, node: &Node) -> MutexGuard<'t, BTreeMap<Key, Entry>> {
     let scope = node.scope().expect("only scopes have deadlines");
-    lock(&timer.shards[scope.timer_shard() as usize].0)
+    lock(&timer.shards[usize::from(scope.timer_shard())].0)
 }
 
 // The map is behind a `std` mutex, invisible to loom, so a model would not
