@@ -129,7 +129,11 @@ fn send_timeout(metadata: &mut HeaderMap, remaining: Duration) {
     }
     // `None`: longer than 99,999,999 hours, which no header can say.
     if let Some(encoded) = header.encode(remaining) {
-        let value = HeaderValue::try_from(encoded).expect("digits and a unit are a header value");
+        let mut value =
+            HeaderValue::try_from(encoded).expect("digits and a unit are a header value");
+        // A value that changes with every call: HPACK indexing it would
+        // only churn both ends' dynamic tables (and cost CPU on each).
+        value.set_sensitive(true);
         metadata.insert(header.name(), value);
     }
 }

@@ -71,26 +71,30 @@ impl Propagation {
     /// `None` when there are none (a call without them costs no context
     /// value).
     pub fn restore(&self, metadata: &HeaderMap) -> Option<ForwardHeaders> {
-        let mut restored = HeaderMap::new();
+        let mut restored: Option<ForwardHeaders> = None;
         for name in &self.names {
             if let Some(value) = checked(name, metadata) {
-                restored.insert(name.clone(), value);
+                restored
+                    .get_or_insert_with(ForwardHeaders::new)
+                    .insert(name.clone(), value);
             }
         }
+        let restored = restored?;
         // W3C Trace Context: without a valid traceparent, tracestate means
         // nothing.
-        if self.names.iter().any(|n| n == TRACEPARENT) && !restored.contains_key(TRACEPARENT) {
-            restored.remove(TRACESTATE);
+        let orphan_tracestate = restored.get(TRACESTATE).is_some()
+            && restored.get(TRACEPARENT).is_none()
+            && self.names.iter().any(|name| name == TRACEPARENT);
+        if !orphan_tracestate {
+            return Some(restored);
         }
-        if restored.is_empty() {
-            return None;
+        let mut kept = ForwardHeaders::new();
+        for (name, value) in restored.headers() {
+            if name != TRACESTATE {
+                kept.insert(name.clone(), value.clone());
+            }
         }
-        let mut values = ForwardHeaders::new();
-        for (name, value) in restored {
-            // Each name once: `HeaderMap::insert` above keeps one value.
-            values.insert(name.expect("one value per name"), value);
-        }
-        Some(values)
+        (!kept.headers().is_empty()).then_some(kept)
     }
 
     /// Adds to `metadata` the propagated names that `values` holds and
