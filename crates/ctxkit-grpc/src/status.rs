@@ -34,6 +34,28 @@ impl IntoStatus for ctxkit::Error {
     }
 }
 
+/// A database call's error: a call its context stopped is
+/// `DEADLINE_EXCEEDED` or `CANCELLED` (as for [`ctxkit::Error`]), with the
+/// error's message; any other database error is `UNKNOWN`, as grpc-go
+/// answers a handler's plain error. Feature `sql`.
+///
+/// ```
+/// use ctxkit_grpc::IntoStatus;
+/// use tonic::Code;
+///
+/// let stopped = ctxkit_sql::Error::from_context(ctxkit::Error::DeadlineExceeded, None);
+/// let status = stopped.into_status();
+/// assert_eq!(status.code(), Code::DeadlineExceeded);
+/// assert_eq!(status.message(), "database call stopped: context deadline exceeded");
+/// ```
+#[cfg(feature = "sql")]
+impl IntoStatus for ctxkit_sql::Error {
+    fn into_status(self) -> Status {
+        let code = self.context_error().map_or(Code::Unknown, code_of);
+        Status::new(code, self.to_string())
+    }
+}
+
 /// The status of a call whose context `ctx` ended, saying why when the
 /// cause is more than the error itself; `None` while `ctx` is live.
 ///
