@@ -72,15 +72,28 @@ impl Context {
     /// assert_eq!(work.cause().unwrap().to_string(), "server shutting down");
     /// assert!(!request.is_done(), "the request itself goes on");
     /// ```
+    #[inline]
     pub fn merge(&self, other: &Context) -> (Context, CancelHandle) {
-        let other_values = other.value_layer();
-        if other.scope_node().is_none() && other_values.is_none() {
-            return self.with_cancel(); // `other` adds nothing
+        if other.adds_nothing() {
+            return self.with_cancel();
         }
-        if self.scope_node().is_none() && self.value_layer().is_none() {
-            return other.with_cancel(); // nor does `self`
+        self.merge_with(other)
+    }
+
+    /// Whether merging with this context adds nothing: it can never be
+    /// cancelled and holds no values (`background()`, `todo()`).
+    #[inline]
+    fn adds_nothing(&self) -> bool {
+        self.scope_node().is_none() && self.value_layer().is_none()
+    }
+
+    fn merge_with(&self, other: &Context) -> (Context, CancelHandle) {
+        if self.adds_nothing() {
+            return other.with_cancel();
         }
-        let values = other_values.map(|theirs| ValueLayer::merged(self.value_layer(), theirs));
+        let values = other
+            .value_layer()
+            .map(|theirs| ValueLayer::merged(self.value_layer(), theirs));
         self.new_merged(other, values)
     }
 }
