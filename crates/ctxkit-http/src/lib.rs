@@ -68,3 +68,8 @@ pub use server::{
     ContextBody, ContextLayer, ContextService, MalformedDeadline, MissingContext, PeerAddr,
     RequestContext, ResponseFuture, Server, ShutdownReport,
 };
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -224,3 +224,49 @@ async fn the_layer_alone_serves_hyper_service_fn_and_tower_services() {
     client.close();
     assert_eq!(root.registrations(), 0, "the request left its root");
 }
+
+#[tokio::test]
+async fn the_layer_inside_an_axum_router_serves_with_axum_serve() {
+    let (root, _cancel) = Context::background().with_cancel();
+    let (probe, mut seen) = Probe::new();
+    let app = app(probe).layer(ContextLayer::new(root.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for protocol in BOTH {
+        let mut client = Connected::open(addr, protocol).await;
+        let response = client.get("/stream", &[]).await.unwrap();
+        let request = next_seen(&mut seen).await;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 10 * "chunk\n".len());
+        request
+            .assert_both_saw(Instant::now(), Ended::Completed)
+            .await;
+
+        let pending = tokio::spawn(client.get("/hang", &[]));
+        let request = next_seen(&mut seen).await;
+        let closed = Instant::now();
+        pending.abort();
+        client.close();
+        request.assert_both_saw(closed, Ended::ClientGone).await;
+    }
+}
+
+#[tokio::test]
+async fn a_head_request_completes() {
+    let (server, mut seen) = server().await;
+    let mut client = Connected::open(server.addr, Protocol::Http1).await;
+    let Conn::Http1(send) = &mut client.conn else {
+        unreachable!()
+    };
+    let request = http::Request::head("/stream")
+        .header("host", "127.0.0.1")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let request = next_seen(&mut seen).await;
+    request
+        .assert_both_saw(Instant::now(), Ended::Completed)
+        .await;
+}

@@ -1,6 +1,7 @@
 //! The caller's deadline, read from its headers under the server's policy.
 
 use crate::deadline_header::{HeaderError, TimeoutHeader};
+use http::header::HeaderName;
 use http::HeaderMap;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub(crate) fn caller_timeout(
 ) -> Result<Option<Duration>, HeaderError> {
     let mut shortest: Option<Duration> = None;
     for &header in headers {
-        for value in map.get_all(header.name()) {
+        for value in map.get_all(name_of(header)) {
             match header.decode(value.as_bytes()) {
                 Ok(timeout) => shortest = Some(shortest.map_or(timeout, |s| s.min(timeout))),
                 Err(error) if policy == MalformedDeadline::Reject => return Err(error),
@@ -37,6 +38,17 @@ pub(crate) fn caller_timeout(
         }
     }
     Ok(shortest)
+}
+
+/// The header's name, ready for lookups (a `&str` would be parsed anew
+/// on every request).
+pub(crate) fn name_of(header: TimeoutHeader) -> &'static HeaderName {
+    static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    static CONNECT_TIMEOUT_MS: HeaderName = HeaderName::from_static("connect-timeout-ms");
+    match header {
+        TimeoutHeader::GrpcTimeout => &GRPC_TIMEOUT,
+        TimeoutHeader::ConnectTimeoutMs => &CONNECT_TIMEOUT_MS,
+    }
 }
 
 /// The earlier of the server's maximum and the caller's budget.
