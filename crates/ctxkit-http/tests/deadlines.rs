@@ -66,7 +66,7 @@ async fn each_deadline_header_and_the_server_maximum_end_the_request() {
             let ms = waited(&body);
             // Never early; late by no more than a busy machine explains.
             assert!(
-                ms + 5 >= expected && ms < expected + 1500,
+                ms + 50 >= expected && ms < expected + 1500,
                 "{protocol:?} {headers:?}: ended after {ms} ms, expected {expected}"
             );
         }

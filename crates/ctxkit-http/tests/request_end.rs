@@ -270,3 +270,38 @@ async fn a_head_request_completes() {
         .assert_both_saw(Instant::now(), Ended::Completed)
         .await;
 }
+
+#[tokio::test]
+async fn the_layer_serves_hyper_service_fn_directly() {
+    let (root, _cancel) = Context::background().with_cancel();
+    let (probe, mut seen) = Probe::new();
+    let handler =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let probe = probe.clone();
+            async move {
+                let ctx = RequestContext(RequestContext::of(&request).unwrap().clone());
+                probe.started(&ctx);
+                ctx.done().await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(
+                    http_body_util::Empty::<Bytes>::new(),
+                ))
+            }
+        });
+    let service = tower::Layer::layer(&ContextLayer::new(root.clone()), handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    });
+    let mut client = Connected::open(addr, Protocol::Http1).await;
+    let pending = tokio::spawn(client.get("/", &[]));
+    let request = next_seen(&mut seen).await;
+    let closed = Instant::now();
+    pending.abort();
+    client.close();
+    request.assert_both_saw(closed, Ended::ClientGone).await;
+}

@@ -39,8 +39,8 @@ use tower_service::Service;
 ///   from the server, after the grace period).
 ///
 /// It works with any tower `Service<http::Request<B>>` that answers
-/// `http::Response<ResB>`: axum's `Router`, hyper's `service_fn` through
-/// `hyper_util::service::TowerToHyperService`, tonic.
+/// `http::Response<ResB>` (axum's `Router`, tonic), and with hyper's own
+/// services (`hyper::service::service_fn`): [`ContextService`] is both.
 ///
 /// ```
 /// use ctxkit::Context;
@@ -156,19 +156,64 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let (ctx, cancel) = match self.config.request_context(&request) {
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let inner = &mut self.inner;
+        self.config.serve(request, |request| inner.call(request))
+    }
+}
+
+/// hyper's own `Service` (`hyper::service::service_fn`, served by
+/// `hyper::server::conn` or hyper-util directly), under the same contract.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::{ContextLayer, RequestContext};
+/// use tower::Layer;
+///
+/// let service = ContextLayer::new(Context::background()).layer(hyper::service::service_fn(
+///     |request: http::Request<hyper::body::Incoming>| async move {
+///         let ctx = RequestContext::of(&request).unwrap();
+///         let text = format!("live: {}", !ctx.is_done());
+///         Ok::<_, std::convert::Infallible>(http::Response::new(text))
+///     },
+/// ));
+/// # fn served<S: hyper::service::Service<http::Request<hyper::body::Incoming>>>(_: &S) {}
+/// # served(&service);
+/// ```
+impl<S, ReqB, ResB> hyper::service::Service<Request<ReqB>> for ContextService<S>
+where
+    S: hyper::service::Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+    ResB::Data: From<Bytes>,
+{
+    type Response = Response<ContextBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn call(&self, request: Request<ReqB>) -> Self::Future {
+        self.config
+            .serve(request, |request| self.inner.call(request))
+    }
+}
+
+impl Config {
+    /// The request, with its context, to `call`; the response future
+    /// that ends the context (or the 400 for a malformed deadline header).
+    fn serve<B, F>(
+        &self,
+        mut request: Request<B>,
+        call: impl FnOnce(Request<B>) -> F,
+    ) -> ResponseFuture<F> {
+        let (ctx, cancel) = match self.request_context(&request) {
             Ok(pair) => pair,
             Err(message) => return ResponseFuture::rejected(message),
         };
         let head = request.method() == Method::HEAD;
         request.extensions_mut().insert(ctx.clone());
-        let end = RequestEnd::new(ctx, cancel, head, self.config.tally.clone());
-        ResponseFuture::call(self.inner.call(request), end)
+        let end = RequestEnd::new(ctx, cancel, head, self.tally.clone());
+        ResponseFuture::call(call(request), end)
     }
-}
 
-impl Config {
     /// The request's context, or the text of a 400 answer.
     fn request_context<B>(&self, request: &Request<B>) -> Result<(Context, CancelHandle), String> {
         let headers = request.headers();
