@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 const ENDLESS: &str =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c";
 const RUNS: usize = 200;
-const ROUNDS: usize = 15;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -98,16 +97,24 @@ async fn postgres_cancel_latency(pg: &support::Cluster) {
     );
 }
 
-/// Median time per call of `plain` and `ctx`, run in alternating rounds.
-fn side_by_side(what: &str, iters: usize, mut plain: impl FnMut(), mut ctx: impl FnMut()) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        (0..iters).for_each(|_| plain());
-        a.push(t.elapsed() / iters as u32);
-        let t = Instant::now();
-        (0..iters).for_each(|_| ctx());
-        b.push(t.elapsed() / iters as u32);
+/// Median time of one call of `plain` and of `ctx`, over `pairs` pairs run
+/// back to back (which one goes first alternates), so that a busy machine's
+/// drift hits both alike.
+fn side_by_side(what: &str, pairs: usize, mut plain: impl FnMut(), mut ctx: impl FnMut()) {
+    let (mut a, mut b) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+    for i in 0..pairs {
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        };
+        if i % 2 == 0 {
+            a.push(time(&mut plain));
+            b.push(time(&mut ctx));
+        } else {
+            b.push(time(&mut ctx));
+            a.push(time(&mut plain));
+        }
     }
     report(what, a, b);
 }
@@ -117,7 +124,7 @@ fn report(what: &str, mut plain: Vec<Duration>, mut ctx: Vec<Duration>) {
     ctx.sort();
     let (p, c) = (plain[plain.len() / 2], ctx[ctx.len() / 2]);
     println!(
-        "| {what} | {:.1} µs | {:.1} µs | {:+.1}% |",
+        "| {what} | {:.2} µs | {:.2} µs | {:+.1}% |",
         p.as_secs_f64() * 1e6,
         c.as_secs_f64() * 1e6,
         (c.as_secs_f64() / p.as_secs_f64() - 1.0) * 100.0
@@ -125,7 +132,7 @@ fn report(what: &str, mut plain: Vec<Duration>, mut ctx: Vec<Duration>) {
 }
 
 fn sqlite_overhead() {
-    let mut plain = Connection::open_in_memory().unwrap();
+    let plain = Connection::open_in_memory().unwrap();
     let mut with_ctx = Connection::open_in_memory().unwrap();
     let setup = "CREATE TABLE t (x INTEGER); INSERT INTO t WITH RECURSIVE c(x) AS \
                  (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000) SELECT x FROM c;";
@@ -135,7 +142,7 @@ fn sqlite_overhead() {
     let (ctx, _cancel) = Context::background().with_cancel();
     side_by_side(
         "SQLite `SELECT 1` (query_row)",
-        20_000,
+        200_000,
         || {
             let v: i64 = plain.query_row("SELECT 1", [], |r| r.get(0)).unwrap();
             std::hint::black_box(v);
@@ -147,11 +154,11 @@ fn sqlite_overhead() {
             std::hint::black_box(v);
         },
     );
-    let mut scan_plain = Connection::open_in_memory().unwrap();
+    let scan_plain = Connection::open_in_memory().unwrap();
     scan_plain.execute_batch(setup).unwrap();
     side_by_side(
         "SQLite 10,000-row scan (query_map, collect)",
-        50,
+        400,
         || {
             let mut stmt = scan_plain.prepare("SELECT x FROM t").unwrap();
             let rows: Vec<i64> = stmt
@@ -171,8 +178,9 @@ fn sqlite_overhead() {
 }
 
 async fn postgres_overhead(pg: &support::Cluster) {
+    // One connection for both, so that both talk to the same backend.
     let plain = pg.connect().await;
-    let with_ctx = pg.connect().await;
+    let with_ctx = &plain;
     plain
         .batch_execute(
             "DROP TABLE IF EXISTS bench_scan; CREATE TABLE bench_scan AS SELECT generate_series(1, 10000) AS x",
@@ -191,48 +199,53 @@ async fn postgres_overhead(pg: &support::Cluster) {
     let rows = [
         (
             "PostgreSQL `SELECT 1` (query_one, prepared)",
-            2_000,
+            20_000,
             false,
             false,
         ),
         (
             "PostgreSQL 10,000-row scan (query, prepared)",
-            30,
+            400,
             true,
             false,
         ),
         (
             "PostgreSQL `SELECT 1`, context with a deadline (+SET/RESET statement_timeout)",
-            2_000,
+            20_000,
             false,
             true,
         ),
     ];
-    for (what, iters, is_scan, deadline) in rows {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (what, pairs, is_scan, deadline) in rows {
         let ctx = if deadline { &deadline_ctx } else { &ctx };
-        for _ in 0..ROUNDS {
-            let t = Instant::now();
-            for _ in 0..iters {
+        let (mut a, mut b) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+        for i in 0..pairs {
+            let plain_call = async {
+                let t = Instant::now();
                 if is_scan {
                     assert_eq!(plain.query(&scan, &[]).await.unwrap().len(), 10_000);
                 } else {
                     plain.query_one(&one, &[]).await.unwrap();
                 }
-            }
-            a.push(t.elapsed() / iters);
-            let t = Instant::now();
-            for _ in 0..iters {
+                t.elapsed()
+            };
+            let ctx_call = async {
+                let t = Instant::now();
                 if is_scan {
-                    assert_eq!(
-                        with_ctx.query_ctx(ctx, &scan_ctx, &[]).await.unwrap().len(),
-                        10_000
-                    );
+                    let rows = with_ctx.query_ctx(ctx, &scan_ctx, &[]).await.unwrap();
+                    assert_eq!(rows.len(), 10_000);
                 } else {
                     with_ctx.query_one_ctx(ctx, &one_ctx, &[]).await.unwrap();
                 }
+                t.elapsed()
+            };
+            if i % 2 == 0 {
+                a.push(plain_call.await);
+                b.push(ctx_call.await);
+            } else {
+                b.push(ctx_call.await);
+                a.push(plain_call.await);
             }
-            b.push(t.elapsed() / iters);
         }
         report(what, a, b);
     }

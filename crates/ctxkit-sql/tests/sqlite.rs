@@ -19,10 +19,7 @@ fn sqlite_error(err: &ctxkit_sql::Error) -> Option<&rusqlite::Error> {
 }
 
 /// Cancels `cancel` after `delay` on another thread; returns when it did.
-fn cancel_after(
-    cancel: ctxkit::CancelHandle,
-    delay: Duration,
-) -> std::thread::JoinHandle<Instant> {
+fn cancel_after(cancel: ctxkit::CancelHandle, delay: Duration) -> std::thread::JoinHandle<Instant> {
     std::thread::spawn(move || {
         std::thread::sleep(delay);
         let at = Instant::now();
@@ -55,7 +52,10 @@ fn a_running_statement_stops_when_its_context_is_cancelled() {
     assert_eq!(err.context_error(), Some(ctxkit::Error::Canceled));
     assert_eq!(err.cause().unwrap().to_string(), "operator stop");
     let source = sqlite_error(&err).expect("SQLite's error as source");
-    assert_eq!(source.sqlite_error_code(), Some(ErrorCode::OperationInterrupted));
+    assert_eq!(
+        source.sqlite_error_code(),
+        Some(ErrorCode::OperationInterrupted)
+    );
 }
 
 #[test]
@@ -85,7 +85,10 @@ fn a_done_context_fails_at_once_and_the_statement_never_runs() {
         .execute_ctx(&ctx, "INSERT INTO t VALUES (1)", [])
         .unwrap_err();
     assert_eq!(err.context_error(), Some(ctxkit::Error::Canceled));
-    assert!(err.source().is_none(), "nothing ran, so SQLite reported nothing");
+    assert!(
+        err.source().is_none(),
+        "nothing ran, so SQLite reported nothing"
+    );
     assert!(conn.transaction_ctx(&ctx).is_err());
     assert!(conn
         .query_map_ctx(&ctx, "SELECT x FROM t", [], |r| r.get::<_, i64>(0))
@@ -153,7 +156,9 @@ fn a_transaction_whose_context_ends_midway_writes_nothing() {
         .unwrap();
     assert_eq!(written, 1000);
     let canceller = cancel_after(cancel, Duration::from_millis(50));
-    let err = tx.query_row_ctx(ENDLESS, [], |r| r.get::<_, i64>(0)).unwrap_err();
+    let err = tx
+        .query_row_ctx(ENDLESS, [], |r| r.get::<_, i64>(0))
+        .unwrap_err();
     canceller.join().unwrap();
     assert_eq!(err.context_error(), Some(ctxkit::Error::Canceled));
     // Every later call of the transaction fails the same way.
@@ -239,9 +244,14 @@ fn malformed_sql_and_constraint_errors_are_driver_errors() {
     assert!(sqlite_error(&err).is_some());
     assert!(err.to_string().contains("syntax error"), "{err}");
 
-    conn.execute_batch_ctx(&ctx, "CREATE TABLE u (x INTEGER UNIQUE); INSERT INTO u VALUES (1)")
-        .unwrap();
-    let err = conn.execute_ctx(&ctx, "INSERT INTO u VALUES (1)", []).unwrap_err();
+    conn.execute_batch_ctx(
+        &ctx,
+        "CREATE TABLE u (x INTEGER UNIQUE); INSERT INTO u VALUES (1)",
+    )
+    .unwrap();
+    let err = conn
+        .execute_ctx(&ctx, "INSERT INTO u VALUES (1)", [])
+        .unwrap_err();
     assert_eq!(err.context_error(), None);
     assert_eq!(
         sqlite_error(&err).unwrap().sqlite_error_code(),
@@ -258,7 +268,9 @@ fn malformed_sql_and_constraint_errors_are_driver_errors() {
 fn cancelling_after_the_statement_finished_is_harmless() {
     let mut conn = Connection::open_in_memory().unwrap();
     let (ctx, cancel) = Context::background().with_cancel();
-    let one: i64 = conn.query_row_ctx(&ctx, "SELECT 1", [], |r| r.get(0)).unwrap();
+    let one: i64 = conn
+        .query_row_ctx(&ctx, "SELECT 1", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(one, 1);
     cancel.cancel();
     let two: i64 = conn
@@ -277,5 +289,42 @@ fn with_ctx_stops_prepared_statements_too() {
             stmt.query_row([], |r| r.get::<_, i64>(0))
         })
         .unwrap_err();
+    assert_eq!(err.context_error(), Some(ctxkit::Error::DeadlineExceeded));
+}
+
+/// The handler follows the connection: moved to another thread, or after
+/// someone replaced the progress handler, a stop still lands, and a plain
+/// rusqlite call between `*_ctx` calls is never stopped by a done context.
+#[test]
+fn stops_survive_a_move_and_a_replaced_handler() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    let (done, cancel) = Context::background().with_cancel();
+    let _ = conn.query_row_ctx(&Context::background(), "SELECT 1", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    cancel.cancel();
+    assert!(conn.execute_ctx(&done, "SELECT 1", []).is_err());
+    // A plain call right after: the done context is not watched any more.
+    let n: i64 = conn
+        .query_row(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) SELECT max(x) FROM c",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 100_000);
+
+    let mut conn = std::thread::spawn(move || {
+        let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(50));
+        let err = conn.execute_batch_ctx(&ctx, ENDLESS).unwrap_err();
+        assert_eq!(err.context_error(), Some(ctxkit::Error::DeadlineExceeded));
+        conn
+    })
+    .join()
+    .unwrap();
+
+    conn.progress_handler(10, Some(|| false)).unwrap();
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(50));
+    let err = conn.execute_batch_ctx(&ctx, ENDLESS).unwrap_err();
     assert_eq!(err.context_error(), Some(ctxkit::Error::DeadlineExceeded));
 }

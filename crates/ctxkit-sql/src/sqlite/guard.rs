@@ -4,10 +4,14 @@ use super::PROGRESS_OPS;
 use crate::Error;
 use ctxkit::Context;
 use rusqlite::{Connection, ErrorCode, Params, Row};
+use std::cell::RefCell;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Weak};
 
-/// Runs `f` on `conn` with a progress handler that stops SQLite once `ctx`
-/// is done; the handler is removed when `f` returns or panics, so it never
-/// outlives its call.
+/// Runs `f` on `conn` with its progress handler watching `ctx`: SQLite
+/// stops once `ctx` is done. The handler watches `ctx` only while `f` runs
+/// (until it returns or panics), so it never stops another call.
 pub(crate) fn run<T>(
     conn: &mut Connection,
     ctx: &Context,
@@ -21,6 +25,9 @@ pub(crate) fn run<T>(
     drop(installed);
     result.map_err(|e| classify(ctx, e))
 }
+
+/// Rows mapped between two checks of the context in `collect_rows`.
+const ROW_CHECK: usize = 16;
 
 /// Prepares `sql`, maps every row with `f` and checks `ctx` between rows.
 pub(crate) fn collect_rows<T, P, F>(
@@ -39,7 +46,9 @@ where
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         out.push(f(row)?);
-        if ctx.is_done() {
+        // Every few rows: SQLite's handler covers the stepping, this covers
+        // slow work in `f`, and a check per row would show in a long scan.
+        if out.len() % ROW_CHECK == 0 && ctx.is_done() {
             // Reported like SQLite's own stop, so `classify` maps both alike.
             return Err(interrupted());
         }
@@ -66,24 +75,84 @@ fn interrupted() -> rusqlite::Error {
     )
 }
 
-/// The installed handler; dropping it removes the handler.
+/// The context of the call running on one connection, read by that
+/// connection's progress handler.
+///
+/// The handler is installed once per connection and owns the only strong
+/// reference to its `Slot`; the per-thread table below keeps a `Weak`. When
+/// the connection closes, or someone installs another progress handler, the
+/// closure and its `Slot` are dropped, the `Weak` dies, and the next call
+/// installs a fresh handler: a dead entry can never be mistaken for a live
+/// one, even if a new connection reuses the address.
+#[derive(Default)]
+struct Slot {
+    /// The running call's context, null between calls (the handler then
+    /// never stops anything).
+    current: AtomicPtr<Context>,
+}
+
+impl Slot {
+    fn should_stop(&self) -> bool {
+        // Acquire pairs with the Release store in `Installed::new`: the
+        // context behind the pointer is fully visible.
+        let current = self.current.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer is the `&Context` of the call now running
+        // on this connection; `Installed` clears it (also on unwind) before
+        // that borrow ends, and SQLite only calls the handler from inside the
+        // statement calls made during it.
+        !current.is_null() && unsafe { (*current).is_done() }
+    }
+}
+
+thread_local! {
+    /// Connections (by their `sqlite3*` address) this thread installed a
+    /// handler on. Few per thread, so a vector.
+    static SLOTS: RefCell<Vec<(usize, Weak<Slot>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The slot of `conn`'s handler, installing the handler if it is missing.
+fn slot(conn: &mut Connection) -> Result<Arc<Slot>, Error> {
+    // SAFETY: the pointer is only used as a key, never dereferenced.
+    let key = unsafe { conn.handle() } as usize;
+    let known = SLOTS.with_borrow_mut(|slots| {
+        let found = slots.iter().find(|(k, _)| *k == key)?.1.upgrade();
+        if found.is_none() || slots.len() > 32 {
+            slots.retain(|(_, weak)| weak.strong_count() > 0);
+        }
+        found
+    });
+    if let Some(slot) = known {
+        return Ok(slot);
+    }
+    let slot = Arc::new(Slot::default());
+    let handler_slot = slot.clone();
+    conn.progress_handler(PROGRESS_OPS, Some(move || handler_slot.should_stop()))
+        .map_err(Error::driver)?;
+    SLOTS.with_borrow_mut(|slots| {
+        slots.retain(|(k, _)| *k != key);
+        slots.push((key, Arc::downgrade(&slot)));
+    });
+    Ok(slot)
+}
+
+/// The call's context published to the handler; dropping it (also on
+/// unwind) withdraws it.
 struct Installed<'c> {
     conn: &'c mut Connection,
+    slot: Arc<Slot>,
 }
 
 impl<'c> Installed<'c> {
     fn new(conn: &'c mut Connection, ctx: &Context) -> Result<Installed<'c>, Error> {
-        let watched = ctx.clone();
-        conn.progress_handler(PROGRESS_OPS, Some(move || watched.is_done()))
-            .map_err(Error::driver)?;
-        Ok(Installed { conn })
+        let slot = slot(conn)?;
+        slot.current
+            .store(ctx as *const Context as *mut Context, Ordering::Release);
+        Ok(Installed { conn, slot })
     }
 }
 
 impl Drop for Installed<'_> {
     fn drop(&mut self) {
-        // Removing a handler cannot fail in SQLite; rusqlite only reports a
-        // closed connection, which has no handler left to remove.
-        let _ = self.conn.progress_handler(0, None::<fn() -> bool>);
+        self.slot.current.store(ptr::null_mut(), Ordering::Release);
     }
 }

@@ -2,13 +2,18 @@
 //!
 //! # How a statement is stopped
 //!
-//! Every `*_ctx` call installs a SQLite **progress handler** on the connection
-//! for exactly as long as the call runs, and removes it before returning.
-//! SQLite calls the handler every [`PROGRESS_OPS`] virtual-machine
-//! instructions of the running statement (a few microseconds); the handler is
-//! one atomic load, `ctx.is_done()`, and a `true` makes SQLite abandon the
-//! statement with `SQLITE_INTERRUPT`, which the call reports as the context's
-//! error.
+//! A SQLite **progress handler** watches the call's context. SQLite calls
+//! the handler every [`PROGRESS_OPS`] virtual-machine instructions of the
+//! running statement (a few microseconds); the handler is one atomic load,
+//! `ctx.is_done()`, and a `true` makes SQLite abandon the statement with
+//! `SQLITE_INTERRUPT`, which the call reports as the context's error.
+//!
+//! The handler is installed on a connection by its first `*_ctx` call and
+//! stays; each call publishes its context to it for exactly as long as the
+//! call runs (withdrawn on return and on panic), and between calls the
+//! handler stops nothing. Installing once keeps a call's cost at a few
+//! nanoseconds (see BENCHMARKS.md). ctxkit-sql owns the connection's progress
+//! handler: one you install yourself is replaced by the next `*_ctx` call.
 //!
 //! Why not `sqlite3_interrupt` (rusqlite's `InterruptHandle`) from the thread
 //! that cancels? An interrupt is a one-shot flag on the connection: sent
@@ -16,9 +21,9 @@
 //! statement is running), and sent just after the statement ended, it stops
 //! whatever runs next on that connection. The progress handler instead
 //! *polls* the context: a context that ended at any moment is seen at the next
-//! check (a done context stays done, so nothing is lost), and the handler only
-//! exists while its own call runs, so it cannot hit another statement. A
-//! context that is already done fails the call before anything is prepared.
+//! check (a done context stays done, so nothing is lost), and it only sees
+//! the context of the call now running, so it cannot hit another statement.
+//! A context that is already done fails the call before anything is prepared.
 //!
 //! Limits: SQLite does not call the handler while it sleeps in a busy handler
 //! (`busy_timeout`) waiting for another connection's lock, nor inside a single
