@@ -527,16 +527,16 @@ fn deregister_from(parent_scope: &Scope, node: &Node, key: &AtomicU32) {
 /// not cancelled; its registrations can only be of its own (dead) kind.
 #[inline]
 pub(crate) fn release(node: &Node, scope: &Scope) {
-    let parent = parent_scope(node);
-    if !scope.has_own_deadline() && parent.is_none() && !scope.merged {
-        return; // nothing points at this scope
-    }
     // No lock: nothing can cancel us any more (see the invariants above),
     // and the last owner's Acquire in `node_ref` orders every cancel that
     // came before: the status is final. A scope that ended has left
-    // everything already.
+    // everything already (checked first: the commonest case, and one load).
     if scope.is_done() {
         return;
+    }
+    let parent = parent_scope(node);
+    if !scope.has_own_deadline() && parent.is_none() && !scope.merged {
+        return; // nothing points at this scope
     }
     if scope.has_own_deadline() {
         timer::remove(node);
