@@ -256,6 +256,31 @@ async fn dropping_the_call_stops_the_server_query() {
     assert_eq!(one, 1);
 }
 
+/// Calls dropped at random moments around their end: the clean-up's
+/// cancels never reach the next `*_ctx` call on the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_never_cancels_a_later_query() {
+    let Some(pg) = support::cluster() else { return };
+    let client = pg.connect().await;
+    let ctx = Context::background();
+    let mut dropped = 0;
+    for i in 0..500 {
+        let call = client.query_ctx(&ctx, "SELECT pg_sleep(0.001)", &[]);
+        let budget = Duration::from_micros(fastrand::u64(0..2500));
+        if tokio::time::timeout(budget, call).await.is_err() {
+            dropped += 1;
+        }
+        let one: i32 = client
+            .query_one_ctx(&ctx, "SELECT 1", &[])
+            .await
+            .unwrap_or_else(|e| panic!("iteration {i}: the next query failed: {e:?}"))
+            .get(0);
+        assert_eq!(one, 1);
+    }
+    println!("dropped {dropped} of 500");
+    assert!(dropped > 0);
+}
+
 #[tokio::test]
 async fn a_transaction_rolls_back_on_the_server_when_its_context_ends() {
     let Some(pg) = support::cluster() else { return };
