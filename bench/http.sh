@@ -4,16 +4,15 @@
 # (HTTP/1.1) and h2load (HTTP/2, prior knowledge). See BENCHMARKS.md.
 #
 # Usage: bench/http.sh
-# Environment: ROUNDS (default 5), DURATION (seconds per wrk run, default 3),
-# REQUESTS (per h2load run, default 100000), CONNECTIONS (default 50),
+# Environment: ROUNDS (default 5), DURATION (seconds per load, default 3),
+# CONNECTIONS (per server, default 25),
 # OUT (default target/bench-http).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=${ROUNDS:-5}
 duration=${DURATION:-3}
-requests=${REQUESTS:-100000}
-connections=${CONNECTIONS:-50}
+connections=${CONNECTIONS:-25}
 out=$(realpath -m "${OUT:-target/bench-http}")
 modes=(axum bare layer server)
 
@@ -33,45 +32,56 @@ mkdir -p "$out"
 cargo build --release -q -p ctxkit-http --example bench_server
 server_bin=target/release/examples/bench_server
 
-# start MODE: starts the server, sets $pid and $addr.
+# start MODE: starts a server, records its pid and address.
+declare -A pid addr
 start() {
-    : >"$out/server.out"
-    "$server_bin" "$1" 127.0.0.1:0 >"$out/server.out" 2>"$out/server.err" &
-    pid=$!
+    : >"$out/server-$1.out"
+    "$server_bin" "$1" 127.0.0.1:0 >"$out/server-$1.out" 2>"$out/server-$1.err" &
+    pid[$1]=$!
     for _ in $(seq 100); do
-        addr=$(sed -n 's/{"listening":"\(.*\)"}/\1/p' "$out/server.out")
-        [ -n "$addr" ] && return
+        addr[$1]=$(sed -n 's/{"listening":"\(.*\)"}/\1/p' "$out/server-$1.out")
+        [ -n "${addr[$1]}" ] && return
         sleep 0.05
     done
     echo "bench/http.sh: the $1 server did not start" >&2
     exit 1
 }
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 # The server's CPU time so far, in clock ticks (user + system).
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-# measure FILE COMMAND...: runs the load COMMAND into FILE, then appends the
-# server's CPU ticks meanwhile, which depend less than throughput on what
-# else the machine runs.
-measure() {
-    local file=$1 before
-    shift
-    before=$(cpu)
-    "$@" >"$file"
-    echo "cpu_ticks $(($(cpu) - before))" >>"$file"
+cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
+
+# load TOOL ROUND: loads every server at once, each with its own client,
+# for the same wall time. They share the machine (and whatever else runs on
+# it) alike, so each server's throughput and CPU per request compare
+# directly; then records each server's CPU ticks.
+load() {
+    local tool=$1 round=$2 mode clients=() before=()
+    for mode in "${modes[@]}"; do before+=("$(cpu "$mode")"); done
+    for mode in "${modes[@]}"; do
+        if [ "$tool" = wrk ]; then
+            wrk -t1 -c"$connections" -d"${duration}s" "http://${addr[$mode]}/"
+        else
+            h2load -D"$duration" -c"$connections" -m10 -t1 "http://${addr[$mode]}/"
+        fi >"$out/$tool-$mode-$round.txt" &
+        clients+=($!)
+    done
+    wait "${clients[@]}"
+    local i=0
+    for mode in "${modes[@]}"; do
+        echo "cpu_ticks $(($(cpu "$mode") - before[i]))" >>"$out/$tool-$mode-$round.txt"
+        i=$((i + 1))
+    done
 }
 
-# Interleaved rounds, so that a change in the machine's load hits every
-# mode alike.
+for mode in "${modes[@]}"; do start "$mode"; done
+trap 'kill "${pid[@]}" 2>/dev/null || true' EXIT
+for mode in "${modes[@]}"; do wrk -t1 -c"$connections" -d1s "http://${addr[$mode]}/" >/dev/null; done # warm-up
 for round in $(seq "$rounds"); do
-    for mode in "${modes[@]}"; do
-        start "$mode"
-        wrk -t2 -c"$connections" -d1s "http://$addr/" >/dev/null # warm-up
-        measure "$out/wrk-$mode-$round.txt" wrk -t2 -c"$connections" -d"${duration}s" "http://$addr/"
-        measure "$out/h2load-$mode-$round.txt" h2load -n"$requests" -c"$connections" -m10 -t2 "http://$addr/"
-        stop
-        printf '%s round %s: wrk %s req/s, h2load %s req/s\n' "$mode" "$round" \
-            "$(awk '/Requests\/sec/ {print $2}' "$out/wrk-$mode-$round.txt")" \
-            "$(awk '/finished in/ {print $4}' "$out/h2load-$mode-$round.txt")" >&2
+    for tool in wrk h2load; do
+        load "$tool" "$round"
+        for mode in "${modes[@]}"; do
+            printf '%s round %s %s: %s\n' "$tool" "$round" "$mode" \
+                "$(grep -hE 'Requests/sec|finished in' "$out/$tool-$mode-$round.txt" | tr -s ' ')" >&2
+        done
     done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" >&2
@@ -93,10 +103,10 @@ def run(tool, mode, r):
         failed = int(re.search(r"requests: .* (\d+) failed", text).group(1))
         assert failed == 0, f"h2load {mode} round {r}: {failed} failed"
         rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
-        done = int(re.search(r"requests: (\d+) total", text).group(1))
+        done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
     return rate, ticks / tck * 1e6 / done
 pairs = {"bare": "axum", "layer": "bare", "server": "bare"}
-print(f"Medians of {rounds} interleaved rounds; 'added' is the difference to the mode in 'vs'.\n")
+print(f"All servers loaded at once; medians of {rounds} rounds; 'added' is the difference to the mode in 'vs'.\n")
 print("| tool | mode | req/s | vs | ratio | server CPU µs/request | added |")
 print("|---|---|---|---|---|---|---|")
 for tool in ("wrk", "h2load"):

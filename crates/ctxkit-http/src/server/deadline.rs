@@ -103,6 +103,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_header_value_is_answered_never_panics(
+            grpc in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            connect in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            max_ms in proptest::option::of(0u64..10_000),
+        ) {
+            let mut map = HeaderMap::new();
+            for (header, bytes) in [(TimeoutHeader::GrpcTimeout, &grpc), (TimeoutHeader::ConnectTimeoutMs, &connect)] {
+                if let Ok(value) = HeaderValue::from_bytes(bytes) {
+                    map.insert(name_of(header), value);
+                }
+            }
+            let max = max_ms.map(Duration::from_millis);
+            let decoded: Vec<_> = TimeoutHeader::ALL
+                .iter()
+                .filter_map(|&h| map.get(name_of(h)).map(|v| h.decode(v.as_bytes())))
+                .collect();
+            let rejected = caller_timeout(&map, &TimeoutHeader::ALL, MalformedDeadline::Reject);
+            proptest::prop_assert_eq!(rejected.is_err(), decoded.iter().any(Result::is_err));
+            let ignored = caller_timeout(&map, &TimeoutHeader::ALL, MalformedDeadline::Ignore).unwrap();
+            let shortest = decoded.iter().filter_map(|d| d.as_ref().ok()).min().copied();
+            proptest::prop_assert_eq!(ignored, shortest);
+            if let (Some(max), Some(timeout)) = (max, effective(max, ignored)) {
+                proptest::prop_assert!(timeout <= max);
+            }
+        }
+    }
+
     #[test]
     fn the_server_maximum_clamps() {
         let max = Some(Duration::from_secs(1));

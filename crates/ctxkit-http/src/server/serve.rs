@@ -10,7 +10,7 @@ use ctxkit::{CancelHandle, Context};
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
@@ -144,9 +144,10 @@ impl Server {
     {
         let tally = Arc::new(ShutdownTally::default());
         let service = self.layer.clone().with_tally(tally.clone()).layer(service);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        // No timer, as axum::serve: hyper's header read timeout would
+        // arm one per request. Slow clients are the root's and the
+        // deadline's business.
+        let builder = auto::Builder::new(TokioExecutor::new());
         let root = self.layer.root().clone();
         let mut connections = JoinSet::new();
         accept_until_done(&root, &listener, &mut connections, |stream, peer| {
