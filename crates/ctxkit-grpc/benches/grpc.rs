@@ -31,6 +31,12 @@ struct Options {
     seconds: f64,
     rounds: usize,
     cancels: usize,
+    /// `bare` or `ctxkit`: only that side's throughput rounds (for
+    /// profiling one side, e.g. under `perf stat`).
+    only: Option<String>,
+    /// With `--only`: this many calls one at a time instead of the rounds
+    /// (a fixed amount of work, for instruction counts under callgrind).
+    sequential: Option<usize>,
 }
 
 fn options() -> Options {
@@ -38,6 +44,8 @@ fn options() -> Options {
         seconds: 3.0,
         rounds: 3,
         cancels: 300,
+        only: None,
+        sequential: None,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -45,6 +53,8 @@ fn options() -> Options {
             "--seconds" => options.seconds = pair[1].parse().expect("--seconds N"),
             "--rounds" => options.rounds = pair[1].parse().expect("--rounds N"),
             "--cancels" => options.cancels = pair[1].parse().expect("--cancels N"),
+            "--only" => options.only = Some(pair[1].clone()),
+            "--sequential" => options.sequential = Some(pair[1].parse().expect("--sequential N")),
             _ => {}
         }
     }
@@ -58,8 +68,16 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        throughput(&options).await;
-        cancel_propagation(&options).await;
+        match options.only.as_deref() {
+            Some("bare") => only(Setup::Bare, &options).await,
+            Some("ctxkit") => only(Setup::Ctxkit, &options).await,
+            Some("timeout") => only(Setup::BareTimeout, &options).await,
+            Some(other) => panic!("--only bare or ctxkit, not {other}"),
+            None => {
+                throughput(&options).await;
+                cancel_propagation(&options).await;
+            }
+        }
     });
 }
 
@@ -103,7 +121,13 @@ async fn channel(address: SocketAddr) -> Channel {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Setup {
+    /// tonic, no deadline: the request id as plain metadata.
     Bare,
+    /// tonic's own deadline (`Request::set_timeout`, which sends
+    /// `grpc-timeout` and runs tonic's timers on both ends), no context.
+    BareTimeout,
+    /// `ServerLayer` and `ClientLayer`, calls under a context with a
+    /// deadline and a request id.
     Ctxkit,
 }
 
@@ -111,6 +135,7 @@ impl Setup {
     fn name(self) -> &'static str {
         match self {
             Setup::Bare => "bare tonic",
+            Setup::BareTimeout => "tonic+timeout",
             Setup::Ctxkit => "ctxkit layers",
         }
     }
@@ -120,7 +145,7 @@ impl Setup {
 async fn serve(setup: Setup) -> (tokio::task::JoinHandle<()>, Channel) {
     let (listener, address) = listen().await;
     let server = match setup {
-        Setup::Bare => tokio::spawn(async move {
+        Setup::Bare | Setup::BareTimeout => tokio::spawn(async move {
             let router = Server::builder().add_service(WorkServer::new(Echo));
             router
                 .serve_with_incoming(incoming(listener))
@@ -165,10 +190,13 @@ impl Caller {
     async fn call(&mut self) {
         let message = WorkRequest { work_ms: 0 };
         let reply = match self.setup {
-            Setup::Bare => {
+            Setup::Bare | Setup::BareTimeout => {
                 let mut call = Request::new(message);
                 call.metadata_mut()
                     .insert("x-request-id", "bench-1".parse().unwrap());
+                if self.setup == Setup::BareTimeout {
+                    call.set_timeout(Duration::from_secs(3600));
+                }
                 self.bare.r#do(call).await
             }
             Setup::Ctxkit => self.layered.r#do(request(&self.ctx, message)).await,
@@ -203,6 +231,8 @@ fn cpu_time() -> Duration {
 struct Rate {
     per_second: f64,
     cpu_micros: f64,
+    /// Calls in the whole round, warm-up included.
+    calls: u64,
 }
 
 /// Calls per second at `CONCURRENCY` concurrent calls for `seconds`.
@@ -237,6 +267,7 @@ async fn round(setup: Setup, seconds: f64) -> Rate {
     Rate {
         per_second: done as f64 / elapsed,
         cpu_micros: cpu.as_secs_f64() * 1e6 / done as f64,
+        calls: calls.load(Ordering::Relaxed),
     }
 }
 
@@ -256,6 +287,28 @@ async fn sequential(setup: Setup, calls: usize) -> f64 {
     total.as_secs_f64() * 1e6 / calls as f64
 }
 
+/// Throughput rounds of one side only.
+async fn only(setup: Setup, options: &Options) {
+    if let Some(calls) = options.sequential {
+        let mean = sequential(setup, calls).await;
+        println!(
+            "{}: {calls} calls one at a time, {mean:.1} µs each",
+            setup.name()
+        );
+        return;
+    }
+    for _ in 0..options.rounds {
+        let rate = round(setup, options.seconds).await;
+        println!(
+            "{}: {:.0} calls/s, {:.2} µs CPU per call, {} calls",
+            setup.name(),
+            rate.per_second,
+            rate.cpu_micros,
+            rate.calls
+        );
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -263,7 +316,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 async fn throughput(options: &Options) {
     println!("## Unary calls, {CONCURRENCY} concurrent, one HTTP/2 connection, 127.0.0.1");
-    let mut results = [(Setup::Bare, Vec::new()), (Setup::Ctxkit, Vec::new())];
+    let mut results = [
+        (Setup::Bare, Vec::new()),
+        (Setup::BareTimeout, Vec::new()),
+        (Setup::Ctxkit, Vec::new()),
+    ];
     for _ in 0..options.rounds {
         // Alternate, so that drift on a shared machine hits both alike.
         for (setup, rates) in results.iter_mut() {
@@ -285,23 +342,29 @@ async fn throughput(options: &Options) {
         );
         medians.push((rate, cpu));
     }
-    let ((bare, bare_cpu), (layered, layered_cpu)) = (medians[0], medians[1]);
-    println!(
-        "throughput {:.1}% of bare; CPU per call (both ends, one process) {:+.2} µs",
-        100.0 * layered / bare,
-        layered_cpu - bare_cpu
-    );
-    let mut latencies = [(Setup::Bare, Vec::new()), (Setup::Ctxkit, Vec::new())];
+    let (layered, layered_cpu) = medians[2];
+    for (i, against) in ["bare tonic", "tonic+timeout"].iter().enumerate() {
+        let (rate, cpu) = medians[i];
+        println!(
+            "ctxkit layers against {against}: throughput {:.1}%, CPU per call (both ends, one process) {:+.2} µs",
+            100.0 * layered / rate,
+            layered_cpu - cpu
+        );
+    }
+    let mut latencies = [
+        (Setup::Bare, Vec::new()),
+        (Setup::BareTimeout, Vec::new()),
+        (Setup::Ctxkit, Vec::new()),
+    ];
     for _ in 0..options.rounds {
         for (setup, means) in latencies.iter_mut() {
             means.push(sequential(*setup, 2000).await);
         }
     }
-    let bare = median(latencies[0].1.clone());
-    let layered = median(latencies[1].1.clone());
+    let [bare, timeout, layered] = latencies.map(|(_, means)| median(means));
     println!(
-        "one call at a time: mean latency {bare:.1} µs bare, {layered:.1} µs layered: {:+.2} µs",
-        layered - bare
+        "one call at a time: mean latency {bare:.1} µs bare, {timeout:.1} µs tonic+timeout, \
+         {layered:.1} µs layered"
     );
     println!();
 }

@@ -3,7 +3,7 @@
 use crate::{context_status, ForwardHeaders, IntoStatus, Propagation};
 use ctxkit::{Context, OwnedDone};
 use ctxkit_http::deadline_header::TimeoutHeader;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -117,11 +117,14 @@ where
     }
 }
 
+/// The header's name, parsed once (a `&str` name is parsed on every lookup).
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static(TimeoutHeader::GrpcTimeout.name());
+
 /// Sets `grpc-timeout` to `remaining`, unless a shorter one is already set.
 fn send_timeout(metadata: &mut HeaderMap, remaining: Duration) {
     let header = TimeoutHeader::GrpcTimeout;
     let shorter_set = metadata
-        .get(header.name())
+        .get(&GRPC_TIMEOUT)
         .and_then(|set| header.decode(set.as_bytes()).ok())
         .is_some_and(|set| set <= remaining);
     if shorter_set {
@@ -134,7 +137,7 @@ fn send_timeout(metadata: &mut HeaderMap, remaining: Duration) {
         // A value that changes with every call: HPACK indexing it would
         // only churn both ends' dynamic tables (and cost CPU on each).
         value.set_sensitive(true);
-        metadata.insert(header.name(), value);
+        metadata.insert(GRPC_TIMEOUT, value);
     }
 }
 

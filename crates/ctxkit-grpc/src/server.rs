@@ -17,6 +17,10 @@ use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
+/// The header's name, parsed once (a `&str` name is parsed on every lookup).
+const GRPC_TIMEOUT: http::HeaderName =
+    http::HeaderName::from_static(TimeoutHeader::GrpcTimeout.name());
+
 /// A [`Layer`] for [`tonic::transport::Server`] (or any tower server of
 /// `http` requests) that gives every call its own [`Context`], derived from
 /// a root, in the request's extensions.
@@ -132,7 +136,7 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let arrival = Instant::now();
-        let caller_timeout = match request.headers().get(TimeoutHeader::GrpcTimeout.name()) {
+        let caller_timeout = match request.headers().get(&GRPC_TIMEOUT) {
             None => None,
             Some(value) => match TimeoutHeader::GrpcTimeout.decode(value.as_bytes()) {
                 Ok(timeout) => Some(timeout),

@@ -52,7 +52,8 @@ impl Python {
                 }
             );
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-            eprintln!("skipped: {why}");
+            // Straight to stderr: libtest would capture `eprintln!`.
+            let _ = writeln!(std::io::stderr(), "skipped: {why}");
             return None;
         }
         let stubs = std::env::temp_dir().join(format!("ctxkit-grpc-{test}-{}", std::process::id()));
