@@ -192,3 +192,43 @@ fn every_rust_block_runs() {
         );
     }
 }
+
+/// The "Go → ctxkit" table names every function of Go's `context`, every
+/// errgroup method and the standard-library integrations.
+#[test]
+fn the_go_table_is_complete() {
+    let table = &GUIDE[GUIDE.find("## Go → ctxkit").unwrap()..];
+    let table = &table[..table.find("\n## ").unwrap()];
+    let go = [
+        "context.Background()",
+        "context.TODO()",
+        "context.WithCancel(",
+        "context.WithCancelCause(",
+        "context.WithDeadline(",
+        "context.WithDeadlineCause(",
+        "context.WithTimeout(",
+        "context.WithTimeoutCause(",
+        "context.WithValue(",
+        "context.WithoutCancel(",
+        "context.AfterFunc(",
+        "context.Cause(",
+        "ctx.Done()",
+        "ctx.Err()",
+        "ctx.Deadline()",
+        "ctx.Value(",
+        "errgroup.WithContext(",
+        "g.Go(",
+        "g.Wait()",
+        "g.SetLimit(",
+        "g.TryGo(",
+        "net/http",
+        "database/sql",
+        "os/signal",
+        "os/exec",
+        "`net`",
+        "grpc-go",
+    ];
+    for name in go {
+        assert!(table.contains(name), "the Go → ctxkit table lacks {name}");
+    }
+}
