@@ -4,6 +4,9 @@
 //! cargo run -p ctxkit-http --example http_server -- --listen ADDR [--max-timeout-ms N] [--grace-ms N]
 //! ```
 //!
+//! `--grace-ms` defaults to 5000; without `--max-timeout-ms` only the
+//! caller's deadline header bounds a request.
+//!
 //! `GET /work?ms=N[&fanout=K]` starts K workers (default 3; half threads,
 //! half tokio tasks) that each work N ms under the request's context. Once
 //! a request's context has ended and its workers have stopped, one JSON

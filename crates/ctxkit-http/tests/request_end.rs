@@ -128,14 +128,24 @@ async fn a_client_that_sends_and_closes_without_reading_is_client_gone() {
     request.assert_both_saw(closed, Ended::ClientGone).await;
 }
 
+/// A `/stream` request that has started: its connection, what its handler
+/// saw, and the response body, unread.
+async fn streaming(
+    server: &TestServer,
+    protocol: Protocol,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>,
+) -> (Connected, Seen, hyper::body::Incoming) {
+    let mut client = Connected::open(server.addr, protocol).await;
+    let response = client.get("/stream", &[]).await.unwrap();
+    let request = next_seen(seen).await;
+    (client, request, response.into_body())
+}
+
 #[tokio::test]
 async fn a_streaming_body_keeps_the_context_live_until_its_last_byte() {
     let (server, mut seen) = server().await;
     for protocol in BOTH {
-        let mut client = Connected::open(server.addr, protocol).await;
-        let response = client.get("/stream", &[]).await.unwrap();
-        let request = next_seen(&mut seen).await;
-        let mut body = response.into_body();
+        let (_client, request, mut body) = streaming(&server, protocol, &mut seen).await;
         let mut chunks = 0;
         while let Some(frame) = body.frame().await {
             if frame
@@ -163,10 +173,7 @@ async fn a_streaming_body_keeps_the_context_live_until_its_last_byte() {
 async fn a_client_gone_mid_stream_is_client_gone() {
     let (server, mut seen) = server().await;
     for protocol in BOTH {
-        let mut client = Connected::open(server.addr, protocol).await;
-        let response = client.get("/stream", &[]).await.unwrap();
-        let request = next_seen(&mut seen).await;
-        let mut body = response.into_body();
+        let (client, request, mut body) = streaming(&server, protocol, &mut seen).await;
         body.frame().await.unwrap().unwrap();
         let closed = Instant::now();
         drop(body);
