@@ -74,6 +74,7 @@ fn main() {
             Some("timeout") => only(Setup::BareTimeout, &options).await,
             Some(other) => panic!("--only bare or ctxkit, not {other}"),
             None => {
+                layer_cost();
                 throughput(&options).await;
                 cancel_propagation(&options).await;
             }
@@ -285,6 +286,131 @@ async fn sequential(setup: Setup, calls: usize) -> f64 {
     }
     server.abort();
     total.as_secs_f64() * 1e6 / calls as f64
+}
+
+/// Pending on its first poll, as a call waiting for the network is (so the
+/// layers register their wake-ups as they do for real), ready on the next.
+struct PendingOnce<T>(Option<T>, bool);
+
+impl<T: Unpin> std::future::Future for PendingOnce<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(self.0.take().expect("polled after completion"))
+    }
+}
+
+/// Answers every request with a one-frame body, after one pending poll:
+/// the service the layers wrap in `layer_cost`, with no network and no
+/// tonic in the way.
+#[derive(Clone)]
+struct Instant200;
+
+impl tower_service::Service<http::Request<()>> for Instant200 {
+    type Response = http::Response<http_body_util::Full<bytes::Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = PendingOnce<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"reply"));
+        PendingOnce(Some(Ok(http::Response::new(body))), false)
+    }
+}
+
+/// Sends one request through `service` and reads its body to the end,
+/// polling with a no-op waker (everything is ready by the second poll).
+fn exchange<S, B>(service: &mut S, request: http::Request<()>)
+where
+    S: tower_service::Service<http::Request<()>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut future = std::pin::pin!(service.call(request));
+    let response = loop {
+        if let std::task::Poll::Ready(response) = future.as_mut().poll(&mut cx) {
+            break response;
+        }
+    };
+    let mut body = std::pin::pin!(response.unwrap().into_body());
+    while let std::task::Poll::Ready(Some(frame)) = body.as_mut().poll_frame(&mut cx) {
+        frame.unwrap();
+    }
+}
+
+/// The layers' own work per call, without network or tonic: a request
+/// with `grpc-timeout` and `x-request-id` through `ServerLayer`, and one
+/// under a context with a deadline and a request id through `ClientLayer`,
+/// each against the same service unwrapped (nanoseconds per call, best of
+/// five runs of 200,000).
+fn layer_cost() {
+    println!("## The layers' own work per call (no network), best of 5 x 200,000");
+    let server_request = || {
+        let mut request = http::Request::new(());
+        let headers = request.headers_mut();
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("3599999m"));
+        headers.insert("x-request-id", http::HeaderValue::from_static("bench-1"));
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        request
+    };
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3600));
+    let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "bench-1"));
+    let client_request = || {
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(ctx.clone());
+        request
+    };
+    let time = |run: &mut dyn FnMut()| {
+        (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                for _ in 0..200_000 {
+                    run();
+                }
+                started.elapsed().as_nanos() as f64 / 200_000.0
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let mut bare = Instant200;
+    let mut server = ServerLayer::new(Context::background()).layer(Instant200);
+    let mut client = ClientLayer::new().layer(Instant200);
+    let server_bare = time(&mut || exchange(&mut bare, server_request()));
+    let server_layered = time(&mut || exchange(&mut server, server_request()));
+    let client_bare = time(&mut || exchange(&mut bare, client_request()));
+    let client_layered = time(&mut || exchange(&mut client, client_request()));
+    println!(
+        "ServerLayer: {server_layered:.0} ns against {server_bare:.0} ns bare: {:+.0} ns",
+        server_layered - server_bare
+    );
+    println!(
+        "ClientLayer: {client_layered:.0} ns against {client_bare:.0} ns bare: {:+.0} ns",
+        client_layered - client_bare
+    );
+    println!(
+        "both ends: {:+.2} µs per call",
+        (server_layered - server_bare + client_layered - client_bare) / 1000.0
+    );
+    println!();
 }
 
 /// Throughput rounds of one side only.
