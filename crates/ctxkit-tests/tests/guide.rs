@@ -232,3 +232,45 @@ fn the_go_table_is_complete() {
         assert!(table.contains(name), "the Go → ctxkit table lacks {name}");
     }
 }
+
+/// The cost figures of "Coming from tokio-util's `CancellationToken`" are
+/// those of BENCHMARKS.md's table (row, ctxkit, tokio-util).
+#[test]
+fn the_cost_figures_are_the_benchmarks() {
+    let benchmarks = std::fs::read_to_string(workspace().join("BENCHMARKS.md")).unwrap();
+    let figures = [
+        ("ChildCreateCancel", "79.4 ns", "145 ns"),
+        ("CheckCanceled/Done", "0.933 ns", "12.2 ns"),
+        ("ContextCancelDone", "0.611 ns", "71.9 ns"),
+        ("CancelTree/depth=10/Root=OpenCanceler", "568 ns", "1.55 µs"),
+        ("FanOutWake", "2.69 ms", "5 ms"),
+        ("BytesPerLiveChild", "89.7 B", "138.5 B"),
+    ];
+    for (row, ctxkit, tokio_util) in figures {
+        let line = benchmarks
+            .lines()
+            .find(|line| line.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("BENCHMARKS.md has no row {row}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | benchmark | Go | tokio-util | ctxkit | ...
+        assert_eq!(
+            (cells[3], cells[4]),
+            (tokio_util, ctxkit),
+            "BENCHMARKS.md's {row} changed: update the guide's figures"
+        );
+    }
+    let section = &GUIDE[GUIDE.find("## Coming from tokio-util").unwrap()..];
+    for (ctxkit, tokio_util) in [
+        ("79.4 ns", "145 ns"),
+        ("0.93 ns", "12.2 ns"),
+        ("0.61 ns", "71.9 ns"),
+        ("568 ns", "1.55 µs"),
+        ("2.69 ms", "5 ms"),
+        ("89.7", "138.5"),
+    ] {
+        assert!(
+            section.contains(ctxkit) && section.contains(tokio_util),
+            "the guide lacks {ctxkit} / {tokio_util}"
+        );
+    }
+}
