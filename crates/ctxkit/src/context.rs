@@ -90,15 +90,22 @@ impl Node {
     /// The cancellation scope this node holds, if it is a cancel layer.
     #[inline]
     pub(crate) fn scope(&self) -> Option<&Scope> {
-        // The common layer first, on its own: one comparison of the tag,
-        // where a `match` over the layers compiles to a jump table.
+        // The common layer first, on its own: one comparison of the tag on
+        // the observation paths, the rare merge out of line.
         if let Layer::Cancel(scope) = &self.layer {
             return Some(scope);
         }
-        if let Layer::Merge(merged) = &self.layer {
-            return Some(&merged.scope);
+        self.merged_scope()
+    }
+
+    /// The scope of a merge layer; `None` for any other non-scope layer.
+    #[cold]
+    #[inline(never)]
+    fn merged_scope(&self) -> Option<&Scope> {
+        match &self.layer {
+            Layer::Merge(merged) => Some(&merged.scope),
+            _ => None,
         }
-        None
     }
 
     /// A merged scope's second parent's scope, and where the merged scope
@@ -117,8 +124,10 @@ impl Node {
     /// `node_ref`, iteratively.)
     #[inline]
     pub(crate) fn release(&self) {
-        if let Some(scope) = self.scope() {
-            cancel::release(self, scope);
+        match &self.layer {
+            Layer::Cancel(scope) => cancel::release(self, scope),
+            Layer::Merge(merged) => cancel::release(self, &merged.scope),
+            _ => {}
         }
     }
 
@@ -420,7 +429,16 @@ impl Context {
     /// The nearest cancellation scope at or above this context, if any.
     #[inline]
     pub(crate) fn scope(&self) -> Option<&Scope> {
-        self.scope_node().and_then(|node| node.scope())
+        // `scope_node` then `Node::scope`, with the common layers tested
+        // first and once: observing a context is this and one load.
+        let node = self.node.as_deref()?;
+        if let Layer::Cancel(scope) = &node.layer {
+            return Some(scope);
+        }
+        if let Layer::Value(values) = &node.layer {
+            return values.scope.as_deref().and_then(Node::scope);
+        }
+        node.merged_scope()
     }
 
     pub(crate) fn value_layer(&self) -> Option<&ValueLayer> {
