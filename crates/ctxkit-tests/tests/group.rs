@@ -93,7 +93,7 @@ fn first_error_cancels_blocked_siblings_with_it_as_cause() {
             Err(Failed(1))
         });
     });
-    assert_eq!(result, Err(Failed(1)));
+    assert_eq!(result, Err(Arc::new(Failed(1))));
     assert!(
         begun.elapsed() < PATIENCE / 2,
         "siblings were not stopped promptly"
@@ -118,7 +118,7 @@ fn wait_returns_the_first_error_not_later_ones() {
         }
         g.spawn(|_| Err(Failed(1)));
     });
-    assert_eq!(result, Err(Failed(1)));
+    assert_eq!(result, Err(Arc::new(Failed(1))));
 }
 
 #[test]
@@ -133,7 +133,16 @@ fn concurrent_failures_agree_on_the_first() {
         });
         let ctx = ctx_seen.into_inner().unwrap().unwrap();
         let first = result.unwrap_err();
-        assert_eq!(failed_cause(&ctx), Some(first), "cause and wait disagree");
+        assert_eq!(
+            failed_cause(&ctx),
+            Some((*first).clone()),
+            "cause and wait disagree"
+        );
+        let cause = ctx.cause().unwrap();
+        assert!(
+            std::ptr::addr_eq(Arc::as_ptr(&cause), Arc::as_ptr(&first)),
+            "the cause is the returned error itself, not a copy"
+        );
     }
 }
 
@@ -157,7 +166,7 @@ fn group_context_ends_when_scope_returns() {
         ctx = Some(g.context().clone());
         g.spawn(|_| Err(Failed(3)));
     });
-    assert_eq!(result, Err(Failed(3)));
+    assert_eq!(result, Err(Arc::new(Failed(3))));
     assert_eq!(failed_cause(&ctx.unwrap()), Some(Failed(3)));
 }
 
@@ -309,7 +318,10 @@ fn panic_reaches_the_caller_after_the_others_stopped() {
                 sibling_stopped.store(true, Ordering::SeqCst);
                 Ok(())
             });
-            g.spawn(|_| panic!("task exploded"));
+            // A task that only panics names its error type: `panic!`
+            // alone would make it a `()` task, which only infallible groups
+            // take.
+            g.spawn(|_| -> Result<(), Failed> { panic!("task exploded") });
         })
     }));
     let payload = caught.expect_err("the panic reached the caller");
@@ -324,11 +336,13 @@ fn panic_reaches_the_caller_after_the_others_stopped() {
 fn panic_outranks_errors() {
     let caught = catch_unwind(|| {
         group::scope(&bounded(), |g| {
-            g.spawn(|_| Err(Failed(1)));
-            g.spawn(|ctx| {
+            // Spawned first: once the error has ended the group, a spawn
+            // runs nothing.
+            g.spawn(|ctx| -> Result<(), Failed> {
                 ctx.wait();
                 panic!("late panic");
             });
+            g.spawn(|_| Err(Failed(1)));
         })
     });
     assert!(caught.is_err());
@@ -412,7 +426,7 @@ async fn async_first_error_cancels_siblings_with_it_as_cause() {
     })
     .await;
     drop(seen_tx);
-    assert_eq!(g.wait().await, Err(Failed(1)));
+    assert_eq!(g.wait().await, Err(Arc::new(Failed(1))));
     let mut count = 0;
     while let Some((err, cause)) = seen.recv().await {
         assert_eq!(err, Error::Canceled);
@@ -434,7 +448,7 @@ async fn async_wait_returns_the_first_error_and_ends_the_context() {
     }
     g.spawn(|_| async { Err(Failed(1)) }).await;
     let ctx = g.context().clone();
-    assert_eq!(g.wait().await, Err(Failed(1)));
+    assert_eq!(g.wait().await, Err(Arc::new(Failed(1))));
     assert_eq!(failed_cause(&ctx), Some(Failed(1)));
 
     let g = TaskGroup::<Failed>::new(&bounded());
@@ -464,7 +478,7 @@ async fn async_no_task_is_running_after_wait() {
         })
         .await;
     }
-    assert_eq!(g.wait().await, Err(Failed(40)));
+    assert_eq!(g.wait().await, Err(Arc::new(Failed(40))));
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
 
@@ -590,7 +604,8 @@ async fn async_panic_reaches_wait_after_the_others_stopped() {
         Ok(())
     })
     .await;
-    g.spawn(|_| async { panic!("task exploded") }).await;
+    g.spawn(|_| async { panic!("task exploded") as Result<(), Failed> })
+        .await;
     let caught = AssertUnwindSafe(g.wait()).catch_unwind().await;
     let payload = caught.expect_err("the panic reached wait");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"task exploded"));

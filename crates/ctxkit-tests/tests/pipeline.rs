@@ -66,6 +66,7 @@ fn assert_balanced<E>(report: &Report<E>) {
         "sink: items handed over vs delivered + left: {report:?}"
     );
     assert!(report.source.discarded <= 1, "{report:?}");
+    assert!(report.is_balanced(), "{report:?}");
 }
 
 // ---------------------------------------------------------------- threads

@@ -26,6 +26,7 @@ fn join_runs_every_queued_job() {
         pool.submit(n).unwrap();
     }
     let report = pool.join();
+    assert!(report.is_balanced(), "every accepted job ran or came back");
     assert!(report.not_run.is_empty());
     let mut squares = report.completed;
     squares.sort_unstable();
@@ -68,6 +69,7 @@ fn no_job_is_lost_under_cancellation() {
             }
         });
         let report = pool.join();
+        assert!(report.is_balanced(), "every accepted job ran or came back");
         let refused = refused.into_inner().unwrap();
 
         assert_eq!(report.len(), accepted.into_inner(), "round {round}");
@@ -174,6 +176,7 @@ fn submit_waiting_for_room_fails_when_cancelled() {
     assert_eq!(pool.try_submit(3), Err(SubmitError::Stopped(3)));
     release.send(()).unwrap();
     let report = pool.join();
+    assert!(report.is_balanced(), "every accepted job ran or came back");
     assert_eq!(report.completed, vec![0], "the started job finished");
     assert_eq!(report.not_run, vec![1], "the queued job came back");
 }
@@ -199,6 +202,7 @@ fn workers_stop_promptly_after_cancel() {
     }
     let begun = Instant::now();
     let report = pool.shutdown();
+    assert!(report.is_balanced(), "every accepted job ran or came back");
     assert!(
         begun.elapsed() < PATIENCE / 2,
         "workers did not stop promptly"
@@ -294,6 +298,7 @@ async fn async_join_runs_every_queued_job() {
         pool.submit(n).await.unwrap();
     }
     let report = pool.join().await;
+    assert!(report.is_balanced(), "every accepted job ran or came back");
     assert!(report.not_run.is_empty());
     let mut squares = report.completed;
     squares.sort_unstable();
@@ -341,6 +346,7 @@ async fn async_no_job_is_lost_under_cancellation() {
         }
         let pool = Arc::into_inner(pool).expect("the submitters are done");
         let report = pool.join().await;
+        assert!(report.is_balanced(), "every accepted job ran or came back");
 
         assert_eq!(report.len(), accepted, "round {round}");
         assert_eq!(report.len() + refused.len(), TOTAL, "round {round}");
@@ -421,6 +427,7 @@ async fn async_submit_waiting_for_room_fails_when_cancelled() {
     assert_eq!(waiting.await.unwrap(), Err(SubmitError::Stopped(2)));
     release.add_permits(1);
     let report = Arc::into_inner(pool).unwrap().join().await;
+    assert!(report.is_balanced(), "every accepted job ran or came back");
     assert_eq!(report.completed, vec![0], "the started job finished");
     assert_eq!(report.not_run, vec![1], "the queued job came back");
 }
@@ -448,6 +455,7 @@ async fn async_workers_stop_promptly_after_cancel() {
     }
     let begun = Instant::now();
     let report = pool.shutdown().await;
+    assert!(report.is_balanced(), "every accepted job ran or came back");
     assert!(
         begun.elapsed() < PATIENCE / 2,
         "workers did not stop promptly"

@@ -66,6 +66,11 @@ const SLOT_CLOSED: usize = 1;
 /// its error's default one: a scope that ended with the default cause can be
 /// inherited from without taking its lock.
 const CUSTOM_CAUSE: u8 = 4;
+/// Or-ed into a done status when the scope was ended by dropping its own
+/// handle: read only by `Debug`, to name the dropped-handle mistake. It is
+/// stored with the status, in the same single store, so it costs the cancel
+/// path nothing, and the readers that decode the error mask it out.
+const DROPPED: u8 = 8;
 
 /// The cancellation state of one `with_cancel` / `with_deadline` context.
 pub(crate) struct Scope {
@@ -154,8 +159,9 @@ impl Scope {
     /// cause; `None` while live or after a custom cause.
     #[inline]
     pub(crate) fn ended_with_default_cause(&self) -> Option<Error> {
-        // Acquire, as in `err`.
-        match self.status.load(Ordering::Acquire) {
+        // Acquire, as in `err`. How the scope was cancelled (`DROPPED`) does
+        // not matter to its children.
+        match self.status.load(Ordering::Acquire) & !DROPPED {
             CANCELED => Some(Error::Canceled),
             DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
             _ => None,
@@ -167,7 +173,7 @@ impl Scope {
     pub(crate) fn err(&self) -> Option<Error> {
         // Acquire pairs with the Release store in `finish`: a reader that sees
         // the scope done also sees everything the canceller did before.
-        match self.status.load(Ordering::Acquire) & !CUSTOM_CAUSE {
+        match self.status.load(Ordering::Acquire) & !(CUSTOM_CAUSE | DROPPED) {
             LIVE => None,
             DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
             _ => Some(Error::Canceled),
@@ -177,6 +183,16 @@ impl Scope {
     #[inline]
     pub(crate) fn is_done(&self) -> bool {
         self.status.load(Ordering::Acquire) != LIVE
+    }
+
+    /// Whether the scope was ended by dropping its own [`CancelHandle`]
+    /// (rather than by `cancel()`, its deadline or its parent).
+    ///
+    /// [`CancelHandle`]: crate::CancelHandle
+    pub(crate) fn ended_by_dropped_handle(&self) -> bool {
+        // Relaxed: a diagnostic read of a bit that is written once, with
+        // the status; nothing is read on the strength of it.
+        self.status.load(Ordering::Relaxed) & DROPPED != 0
     }
 
     /// This scope's own deadline (`NEVER`: none); the context's is the
@@ -243,17 +259,23 @@ impl Scope {
     }
 
     /// Ends the scope, returning its registrations, or `None` if it had
-    /// already ended (the first cancellation wins).
-    fn finish(&self, err: Error, cause: Option<Cause>) -> Option<Registry> {
+    /// already ended (the first cancellation wins). `origin` is recorded
+    /// only as far as `Debug` needs it (`DROPPED`).
+    fn finish(&self, err: Error, cause: Option<Cause>, origin: Origin) -> Option<Registry> {
         let mut inner = lock(&self.inner);
         if !matches!(*inner, Inner::Live(_)) {
             return None;
         }
         let custom = if cause.is_some() { CUSTOM_CAUSE } else { 0 };
+        let dropped = if origin == Origin::Dropped {
+            DROPPED
+        } else {
+            0
+        };
         let Inner::Live(registry) = std::mem::replace(&mut *inner, Inner::Done(cause)) else {
             unreachable!()
         };
-        let status = status_of(err) | custom;
+        let status = status_of(err) | custom | dropped;
         // Release: publishes the cause (and everything before) to `err` readers.
         self.status.store(status, Ordering::Release);
         drop(inner);
@@ -308,6 +330,9 @@ fn status_of(err: Error) -> u8 {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
     Handle,
+    /// The handle, by being dropped: as `Handle`, and remembered for
+    /// `Debug`.
+    Dropped,
     Timer,
     Parent,
 }
@@ -332,7 +357,7 @@ pub(crate) fn attach(node: &NodeRef, parent: Option<&Scope>, expiry: Option<Expi
         if !attach_first_child(node, key, parent_scope) {
             if let Err((err, cause)) = attach_locked(node, key, parent_scope) {
                 // A fresh scope has no registrations: nothing to notify.
-                scope.finish(err, cause);
+                scope.finish(err, cause, Origin::Parent);
                 return; // the parent had ended, and so have we
             }
         }
@@ -425,7 +450,7 @@ fn attach_locked(
 /// they had already ended (the first cancellation wins).
 pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: Origin) {
     let scope = node.scope().expect("cancel takes a scope node");
-    let Some(registry) = scope.finish(err, cause.clone()) else {
+    let Some(registry) = scope.finish(err, cause.clone(), origin) else {
         return;
     };
     leave(node, scope, origin);
@@ -448,7 +473,9 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
                         continue;
                     };
                     let child_scope = child.scope().expect("children are scopes");
-                    if let Some(grandchildren) = child_scope.finish(err, cause.clone()) {
+                    if let Some(grandchildren) =
+                        child_scope.finish(err, cause.clone(), Origin::Parent)
+                    {
                         leave(&child, child_scope, Origin::Parent);
                         pending.push(grandchildren);
                     }

@@ -23,6 +23,40 @@ use std::time::{Duration, Instant};
 /// ([`with_value`](Context::with_value)), or a break in cancellation
 /// ([`without_cancel`](Context::without_cancel)).
 ///
+/// # Keep the handle, or take a detached child
+///
+/// Dropping a [`CancelHandle`] cancels its context, at once. Two habits
+/// from Go therefore hand out contexts that are already cancelled:
+///
+/// | wrong: cancelled before use | right |
+/// |---|---|
+/// | `let (ctx, _) = parent.with_cancel();` (`_` drops the handle there and then) | `let (ctx, _cancel) = parent.with_cancel();` (dropped at the end of the scope) |
+/// | in a spawn loop, `let (ctx, _cancel) = parent.with_timeout(d); spawn(move \|\| work(ctx));` (dropped at the end of each iteration) | `let ctx = parent.with_timeout_detached(d); spawn(move \|\| work(ctx));` |
+///
+/// [`with_timeout_detached`](Context::with_timeout_detached) and
+/// [`with_deadline_detached`](Context::with_deadline_detached) give a child
+/// that owns its own cancellation: it ends with its deadline or its parent,
+/// and is freed when nothing holds it. A context ended by its handle's drop
+/// says so in its `Debug` output: `WithCancel(canceled: CancelHandle
+/// dropped)`.
+///
+/// ```
+/// use ctxkit::Context;
+/// use std::time::Duration;
+///
+/// let root = Context::background();
+/// let mut wrong = Vec::new();
+/// let mut right = Vec::new();
+/// for _ in 0..3 {
+///     let (ctx, _cancel) = root.with_timeout(Duration::from_secs(5));
+///     wrong.push(ctx); // `_cancel` is dropped at the end of this iteration...
+///     right.push(root.with_timeout_detached(Duration::from_secs(5)));
+/// }
+/// assert!(wrong.iter().all(Context::is_done), "...so every one is cancelled");
+/// assert!(format!("{:?}", wrong[0]).contains("CancelHandle dropped"));
+/// assert!(right.iter().all(|ctx| !ctx.is_done()));
+/// ```
+///
 /// # Contract
 ///
 /// - Cancelling a context cancels every context derived from it, through any
@@ -205,6 +239,17 @@ impl Context {
     /// sets no timer). A deadline at or before now gives a context that is
     /// already done.
     ///
+    /// # Range
+    ///
+    /// Deadlines are kept as signed 64-bit nanoseconds from the first
+    /// deadline the process set: about 292 years either way. A later
+    /// deadline saturates to that edge, so it fires (and
+    /// [`deadline`](Context::deadline) reports it) about 292 years out: a
+    /// 500-year deadline comes back about 208 years early, which no program
+    /// will live to see. A timeout too large for an `Instant` at all
+    /// (`Duration::MAX`) becomes a century. Use no deadline, not a huge one,
+    /// for "never".
+    ///
     /// ```
     /// use ctxkit::{Context, Error};
     /// use std::time::{Duration, Instant};
@@ -276,6 +321,62 @@ impl Context {
         E: std::error::Error + Send + Sync + 'static,
     {
         self.with_deadline_of(OwnDeadline::after(timeout, Some(Arc::new(cause))))
+    }
+
+    /// A child context that ends at `now + timeout` (or with its parent),
+    /// and owns its own cancellation: no [`CancelHandle`] to keep alive.
+    ///
+    /// This is the form for spawn loops, where Go writes
+    /// `ctx, cancel := context.WithTimeout(parent, d); defer cancel()` and
+    /// hands `ctx` to a goroutine. With [`with_timeout`](Context::with_timeout),
+    /// a handle bound as `_cancel` inside the loop body is dropped at the end
+    /// of each iteration, and dropping a handle cancels: every worker would
+    /// start cancelled. Here there is no handle to drop. The context, its
+    /// timer entry included, is freed as soon as nothing holds it, so a
+    /// worker that finishes early leaves nothing behind.
+    ///
+    /// `with_timeout(timeout)` then [`detach`](CancelHandle::detach).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::time::Duration;
+    ///
+    /// let root = Context::background();
+    /// let workers: Vec<_> = (0..4)
+    ///     .map(|n| {
+    ///         // Each job gets its own 5 s budget; nothing to keep alive.
+    ///         let ctx = root.with_timeout_detached(Duration::from_secs(5));
+    ///         std::thread::spawn(move || (n, ctx.is_done()))
+    ///     })
+    ///     .collect();
+    /// for worker in workers {
+    ///     let (_n, cancelled_at_start) = worker.join().unwrap();
+    ///     assert!(!cancelled_at_start);
+    /// }
+    /// ```
+    #[must_use = "a detached context does nothing unless it is used"]
+    pub fn with_timeout_detached(&self, timeout: Duration) -> Context {
+        let (ctx, handle) = self.with_timeout(timeout);
+        handle.detach();
+        ctx
+    }
+
+    /// A child context that ends at `deadline` (or with its parent), and
+    /// owns its own cancellation: see
+    /// [`with_timeout_detached`](Context::with_timeout_detached).
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use std::time::Instant;
+    ///
+    /// let ctx = Context::background().with_deadline_detached(Instant::now());
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// ```
+    #[must_use = "a detached context does nothing unless it is used"]
+    pub fn with_deadline_detached(&self, deadline: Instant) -> Context {
+        let (ctx, handle) = self.with_deadline(deadline);
+        handle.detach();
+        ctx
     }
 
     /// A child scope with the deadline `own`, unless the inherited one is
@@ -368,6 +469,24 @@ impl Context {
     ///
     /// Key values by a type of your own (a newtype), as Go keys them by an
     /// unexported key type, so that no other crate can read or shadow them.
+    ///
+    /// The key is the value's exact type, nothing looser: `with_value(7)`
+    /// stores an `i32` (an integer literal's default), found by
+    /// `value::<i32>()` and not by `value::<u32>()`; `with_value("id")` a
+    /// `&'static str`, not a `String`; `with_value(Arc::new(config))` an
+    /// `Arc<Config>`, which `value::<Config>()` does not find. A newtype
+    /// makes the key explicit and avoids all three surprises.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use std::sync::Arc;
+    ///
+    /// let ctx = Context::background().with_value(7).with_value(Arc::new(String::from("cfg")));
+    /// assert_eq!(ctx.value::<i32>(), Some(&7));
+    /// assert_eq!(ctx.value::<u32>(), None);
+    /// assert!(ctx.value::<String>().is_none(), "an Arc<String> is not a String");
+    /// assert_eq!(ctx.value::<Arc<String>>().unwrap().as_str(), "cfg");
+    /// ```
     ///
     /// ```
     /// use ctxkit::Context;
@@ -644,7 +763,21 @@ impl OwnDeadline {
 }
 
 /// Prints the chain like Go's `String()`: `context.Background.WithCancel`,
-/// `context.TODO.WithValue(my_app::RequestId).WithDeadline(+1.5s)`.
+/// `context.TODO.WithValue(my_app::RequestId).WithDeadline(+1.5s)`. A scope
+/// that was ended by dropping its [`CancelHandle`] says so:
+/// `WithCancel(canceled: CancelHandle dropped)`,
+/// `WithDeadline(+5s, canceled: CancelHandle dropped)`.
+///
+/// ```
+/// use ctxkit::Context;
+///
+/// let (ctx, _) = Context::background().with_cancel(); // `_` drops the handle
+/// assert_eq!(format!("{ctx:?}"), "context.Background.WithCancel(canceled: CancelHandle dropped)");
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// cancel.cancel(); // an explicit cancel is not a mistake: nothing to say
+/// assert_eq!(format!("{ctx:?}"), "context.Background.WithCancel");
+/// ```
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut layers = Vec::new();
@@ -662,19 +795,45 @@ impl fmt::Debug for Context {
                 Layer::Cancel(scope) if scope.has_own_deadline() => {
                     let deadline = scope.own_deadline().instant().expect("own deadline");
                     let now = Instant::now();
+                    let dropped = dropped_note(scope, ", ");
                     if deadline > now {
-                        write!(f, ".WithDeadline(+{:?})", deadline - now)?;
+                        write!(f, ".WithDeadline(+{:?}{dropped})", deadline - now)?;
                     } else {
-                        write!(f, ".WithDeadline(-{:?})", now - deadline)?;
+                        write!(f, ".WithDeadline(-{:?}{dropped})", now - deadline)?;
                     }
                 }
+                Layer::Cancel(scope) if scope.ended_by_dropped_handle() => {
+                    write!(f, ".WithCancel({})", dropped_note(scope, ""))?
+                }
                 Layer::Cancel(_) => f.write_str(".WithCancel")?,
-                Layer::Merge(merged) => write!(f, ".Merge({:?})", merged.other)?,
+                Layer::Merge(merged) => write!(
+                    f,
+                    ".Merge({:?}{})",
+                    merged.other,
+                    dropped_note(&merged.scope, ", ")
+                )?,
                 Layer::Value(values) => write!(f, ".WithValue({})", values.type_name)?,
                 Layer::WithoutCancel => f.write_str(".WithoutCancel")?,
             }
         }
         Ok(())
+    }
+}
+
+/// What `Debug` adds to a scope ended by dropping its handle (after
+/// `separator`), or nothing.
+fn dropped_note(scope: &Scope, separator: &'static str) -> DroppedNote {
+    DroppedNote(scope.ended_by_dropped_handle().then_some(separator))
+}
+
+struct DroppedNote(Option<&'static str>);
+
+impl fmt::Display for DroppedNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(separator) => write!(f, "{separator}canceled: CancelHandle dropped"),
+            None => Ok(()),
+        }
     }
 }
 

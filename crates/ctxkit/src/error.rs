@@ -1,5 +1,7 @@
-//! Why a context ended: [`Error`] (the kind) and [`Cause`] (the reason).
+//! Why a context ended: [`Error`] (the kind), [`Cause`] (the reason), and
+//! [`Message`] (a reason that is just a sentence).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, OnceLock};
@@ -20,9 +22,12 @@ use std::sync::{Arc, OnceLock};
 /// assert_eq!(Error::Canceled.to_string(), "context canceled");
 /// assert_eq!(Error::DeadlineExceeded.to_string(), "context deadline exceeded");
 ///
-/// // `?`-friendly: converts into io::Error (TimedOut / Interrupted).
+/// // `?`-friendly: converts into io::Error (TimedOut / Interrupted)...
 /// let io: std::io::Error = Error::DeadlineExceeded.into();
 /// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+/// // ...and, like every error, into a boxed one.
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = Error::Canceled.into();
+/// assert_eq!(boxed.to_string(), "context canceled");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Error {
@@ -91,3 +96,82 @@ impl From<Error> for io::Error {
 /// assert_eq!(ctx.cause().unwrap().to_string(), "shutting down");
 /// ```
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The boxed error a stage may return, `Box<dyn Error + Send + Sync>`.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The cause an error stands for: the error itself, boxed or not (the
+/// boxed error's own value, not the box, so that it downcasts to its type).
+pub(crate) fn boxed_cause(error: impl Into<BoxError>) -> Cause {
+    Arc::from(error.into())
+}
+
+/// A cause that is just a sentence, for
+/// [`CancelHandle::cancel_with`](crate::CancelHandle::cancel_with) and the
+/// `*_cause` constructors: Go's `errors.New("...")`.
+///
+/// Its `Display` is the message, unchanged; it has no source. Make one from
+/// a `&str` or a `String` (`Message::new`, or `.into()`); a type of your own
+/// is still the way to go when a caller must tell causes apart by type.
+///
+/// ```
+/// use ctxkit::{Context, Message};
+/// use std::time::Duration;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// cancel.cancel_with(Message::new("config reloaded"));
+/// assert_eq!(ctx.cause().unwrap().to_string(), "config reloaded");
+/// assert!(ctx.cause().unwrap().is::<Message>());
+///
+/// let budget = format!("lookup budget of {} ms spent", 0);
+/// let (ctx, _cancel) = Context::background().with_timeout_cause(Duration::ZERO, Message::new(budget));
+/// assert_eq!(ctx.cause().unwrap().to_string(), "lookup budget of 0 ms spent");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Message(Cow<'static, str>);
+
+impl Message {
+    /// A cause whose `Display` is `message`. A `&'static str` is kept as
+    /// is; a `String` is moved in.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Message {
+        Message(message.into())
+    }
+
+    /// The message.
+    ///
+    /// ```
+    /// assert_eq!(ctxkit::Message::new("stop").as_str(), "stop");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Shows the message as a string literal, as `io::Error::other` shows its
+/// payload: `Message("config reloaded")`.
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Message").field(&self.0).finish()
+    }
+}
+
+impl std::error::Error for Message {}
+
+impl From<&str> for Message {
+    /// Copies the text (use [`Message::new`] to keep a `&'static str` as is).
+    fn from(message: &str) -> Message {
+        Message(Cow::Owned(message.to_owned()))
+    }
+}
+
+impl From<String> for Message {
+    fn from(message: String) -> Message {
+        Message(Cow::Owned(message))
+    }
+}

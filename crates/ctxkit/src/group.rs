@@ -19,26 +19,32 @@
 //! error. Scoped tasks write results through borrowed `&mut` slots; tokio
 //! tasks send them on a channel or store them behind an `Arc`.
 //!
-//! The error type is cloned once (one copy becomes the context's cause, the
-//! other is returned), so `E` must be `Clone`: wrap other errors in an `Arc`,
-//! or use [`ctxkit::Cause`](crate::Cause).
+//! Any error type works, `Clone` or not (`std::io::Error`): the first error
+//! is kept once, in an `Arc` that is both the context's cause and the
+//! group's `Err`, the same value (Go's errgroup returns the error it
+//! cancelled with). Tasks that cannot fail return `()` and need no error
+//! type at all ([`TaskOutcome`]). Spawning on a group whose context is done
+//! runs nothing and returns false.
 //!
 //! ```
-//! use ctxkit::{group, Context, Error};
+//! use ctxkit::{group, Context};
+//! use std::io;
+//! use std::sync::Arc;
 //! use std::time::Duration;
 //!
 //! let (parent, _cancel) = Context::background().with_timeout(Duration::from_secs(10));
 //! let result = group::scope(&parent, |g| {
-//!     g.spawn(|_| Err(Error::DeadlineExceeded)); // fails at once...
 //!     g.spawn(|ctx| {
-//!         // ...and so ends this sibling's wait early, with the error as cause.
+//!         // Ended early by the sibling's failure, with its error as the cause.
 //!         ctx.wait();
 //!         let cause = ctx.cause().unwrap();
-//!         assert_eq!(cause.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+//!         assert_eq!(cause.downcast_ref::<io::Error>().unwrap().kind(), io::ErrorKind::NotFound);
 //!         Ok(())
 //!     });
+//!     g.spawn(|_| Err(io::Error::new(io::ErrorKind::NotFound, "no such page")));
 //! });
-//! assert_eq!(result, Err(Error::DeadlineExceeded));
+//! let err: Arc<io::Error> = result.unwrap_err();
+//! assert_eq!(err.kind(), io::ErrorKind::NotFound);
 //! ```
 
 // The table links to the tokio form, which exists only with its feature
@@ -46,12 +52,14 @@
 #![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 
 mod limit;
+mod outcome;
 mod scoped;
 mod state;
 #[cfg(feature = "tokio")]
 mod task;
 
 pub use limit::LimitError;
+pub use outcome::TaskOutcome;
 pub use scoped::{scope, ScopedGroup};
 pub use state::TaskPanicked;
 #[cfg(feature = "tokio")]

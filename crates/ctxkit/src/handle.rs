@@ -2,7 +2,7 @@
 
 use crate::cancel::{self, Origin};
 use crate::deadline::Deadline;
-use crate::error::Error;
+use crate::error::{Cause, Error};
 use crate::node_ref::NodeRef;
 use crate::sync::Arc;
 use std::fmt;
@@ -15,7 +15,14 @@ use std::time::{Duration, Instant};
 /// forgotten cancel cannot happen: when the handle goes out of scope, the
 /// context ends and its timer and registrations are released. To let a
 /// context live on until its parent or deadline ends it, call
-/// [`detach`](CancelHandle::detach).
+/// [`detach`](CancelHandle::detach), or derive it with
+/// [`Context::with_timeout_detached`](crate::Context::with_timeout_detached)
+/// in the first place (the form for spawn loops).
+///
+/// A handle bound to `_` (`let (ctx, _) = ...`) is dropped on the spot,
+/// and one bound inside a loop body at the end of each iteration: their
+/// contexts are cancelled before anyone uses them, and their `Debug` says
+/// `canceled: CancelHandle dropped`.
 ///
 /// `CancelHandle` is `Send + Sync`: cancel from any thread, as often as you
 /// like; only the first cancellation counts.
@@ -91,6 +98,16 @@ impl CancelHandle {
     {
         if let Some(node) = self.live_node() {
             cancel::cancel(node, Error::Canceled, Some(Arc::new(cause)), Origin::Handle);
+        }
+    }
+
+    /// [`cancel_with`](CancelHandle::cancel_with) for a cause that is
+    /// already shared: the context's cause is `cause` itself (the same
+    /// allocation), so that whoever holds another reference to it sees the
+    /// very value the context reports.
+    pub(crate) fn cancel_with_cause(&self, cause: Cause) {
+        if let Some(node) = self.live_node() {
+            cancel::cancel(node, Error::Canceled, Some(cause), Origin::Handle);
         }
     }
 
@@ -218,9 +235,13 @@ impl CancelHandle {
 }
 
 impl Drop for CancelHandle {
+    /// Cancels as [`cancel`](CancelHandle::cancel) does, and marks the
+    /// context as ended by a dropped handle, which its `Debug` shows.
     #[inline]
     fn drop(&mut self) {
-        self.cancel();
+        if let Some(node) = self.live_node() {
+            cancel::cancel(node, Error::Canceled, None, Origin::Dropped);
+        }
     }
 }
 

@@ -32,6 +32,41 @@
 //! assert_eq!(err, Some(Error::DeadlineExceeded));
 //! ```
 //!
+//! # Keep the handle, or take a detached child
+//!
+//! Dropping a [`CancelHandle`] cancels its context. So `let (ctx, _) =
+//! parent.with_cancel();` is cancelled on the spot, and Go's spawn-loop
+//! habit, `let (ctx, _cancel) = parent.with_timeout(d);` then handing `ctx`
+//! to a thread, cancels every worker when the iteration ends. Bind the
+//! handle to a name that lives as long as the work, or, in a loop, take a
+//! child that owns its own cancellation:
+//!
+//! ```
+//! use ctxkit::Context;
+//! use std::time::Duration;
+//!
+//! let root = Context::background();
+//! let workers: Vec<_> = (0..3)
+//!     .map(|n| {
+//!         // Wrong: `let (ctx, _cancel) = root.with_timeout(...)` here.
+//!         let ctx = root.with_timeout_detached(Duration::from_secs(5));
+//!         std::thread::spawn(move || (n, ctx.err()))
+//!     })
+//!     .collect();
+//! for worker in workers {
+//!     assert_eq!(worker.join().unwrap().1, None, "not cancelled at start");
+//! }
+//! ```
+//!
+//! A context ended by its handle's drop says so in its `Debug` output
+//! (`context.Background.WithCancel(canceled: CancelHandle dropped)`).
+//! There is no warning at run time, even in debug builds. A check that
+//! flags a handle dropped before anything looked at its context would be
+//! cheap (a bit set on the first `is_done`), but not quiet: that is also
+//! what correct code does when an early `return` or `?` abandons work it had
+//! not started, so it would fire on correct programs and get silenced (the
+//! README's "The dropped-handle trap" has the measurements).
+//!
 //! # How it differs from Go
 //!
 //! - **Dropping a [`CancelHandle`] cancels.** A forgotten `cancel()` cannot
@@ -44,6 +79,78 @@
 //! - **One primitive, both worlds.** Threads block with [`Context::wait`],
 //!   [`Context::wait_timeout`] and [`Context::sleep`]; async code awaits
 //!   [`Context::done`] or wraps a future in [`Context::run`], on any executor.
+//!
+//! # Recipes
+//!
+//! **A grace period, then a forced stop.** In-flight work runs under a
+//! context that shutdown does not end, but that has a handle of its own:
+//! `root.without_cancel().with_cancel()` (values kept, cancellation cut).
+//! When shutdown starts, stop taking new work and give the in-flight work a
+//! deadline with [`CancelHandle::set_timeout`]: it finishes, or is stopped
+//! when the grace period is over.
+//!
+//! ```
+//! use ctxkit::{Context, Error};
+//! use std::time::Duration;
+//!
+//! let (root, shutdown) = Context::background().with_cancel(); // e.g. a signal
+//! let (in_flight, force_stop) = root.without_cancel().with_cancel();
+//! let worker = std::thread::spawn({
+//!     let ctx = in_flight.clone();
+//!     move || {
+//!         while ctx.sleep(Duration::from_millis(5)).is_ok() {} // a long job
+//!         ctx.err()
+//!     }
+//! });
+//! shutdown.cancel(); // stop accepting work...
+//! assert!(root.is_done() && !in_flight.is_done(), "...but let this finish");
+//! force_stop.set_timeout(Duration::from_millis(20)); // the grace period
+//! assert_eq!(worker.join().unwrap(), Some(Error::DeadlineExceeded));
+//! ```
+//!
+//! **My own deadline, or someone else's end?** `err()` says
+//! `DeadlineExceeded` for an inherited deadline too, and `Canceled` for a
+//! parent's cancel and a failed sibling alike. Give your own deadline a
+//! cause of its own type and ask [`Context::cause`]: the first ending wins
+//! and its cause is what the context reports.
+//!
+//! ```
+//! use ctxkit::{group, Context, Message};
+//! use std::time::Duration;
+//!
+//! #[derive(Debug)]
+//! struct FetchTimedOut;
+//! impl std::fmt::Display for FetchTimedOut {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         f.write_str("fetch took longer than its 10 ms budget")
+//!     }
+//! }
+//! impl std::error::Error for FetchTimedOut {}
+//!
+//! fn fetch(parent: &Context) -> &'static str {
+//!     let (ctx, _cancel) = parent.with_timeout_cause(Duration::from_millis(10), FetchTimedOut);
+//!     ctx.wait(); // a fetch that never answers
+//!     match ctx.cause() {
+//!         Some(cause) if cause.is::<FetchTimedOut>() => "my own deadline",
+//!         _ => "ended from above: a parent, or a failed sibling",
+//!     }
+//! }
+//!
+//! assert_eq!(fetch(&Context::background()), "my own deadline");
+//! let mut seen = "";
+//! let _ = group::scope(&Context::background(), |g| {
+//!     g.spawn(|_| Err(Message::new("sibling failed")));
+//!     g.spawn(|ctx| {
+//!         ctx.wait(); // the group's context ends first...
+//!         seen = fetch(ctx); // ...so this fetch is born ended
+//!         Ok(())
+//!     });
+//! });
+//! assert_eq!(seen, "ended from above: a parent, or a failed sibling");
+//! ```
+//!
+//! **A reason in one line.** [`Message`] is a cause that is just a sentence:
+//! `cancel.cancel_with(Message::new("config reloaded"))`.
 //!
 //! # Cost
 //!
@@ -63,13 +170,16 @@
 //! # Features
 //!
 //! - `crossbeam`: `Context::done_receiver()`, a channel for `select!`; the
-//!   thread forms of `pool`, [`pipeline`] and [`or_done`].
-//! - `tokio`: async forms of the patterns ([`group`], `pool`, [`pipeline`],
+//!   thread forms of `pool`, `pipeline` and [`or_done`].
+//! - `tokio`: async forms of the patterns ([`group`], `pool`, `pipeline`,
 //!   [`or_done`]).
 //! - `signal`: contexts cancelled by SIGINT / SIGTERM (module `signal`).
 //! - `rayon`: parallel iteration that stops early on cancellation.
 
 #![warn(missing_docs)]
+// On docs.rs (`--cfg docsrs`, nightly), every item gated on a feature shows
+// a badge naming the feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod after_func;
 mod cancel;
@@ -91,6 +201,7 @@ mod node_ref;
 pub mod or_done;
 #[cfg(feature = "rayon")]
 pub mod parallel;
+#[cfg(any(feature = "crossbeam", feature = "tokio"))]
 pub mod pipeline;
 #[cfg(any(feature = "crossbeam", feature = "tokio"))]
 pub mod pool;
@@ -107,7 +218,7 @@ mod wait;
 
 pub use after_func::AfterFunc;
 pub use context::Context;
-pub use error::{Cause, Error};
+pub use error::{Cause, Error, Message};
 pub use handle::CancelHandle;
 pub use wait::{Done, OwnedDone};
 

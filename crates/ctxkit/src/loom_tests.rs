@@ -865,3 +865,37 @@ fn moved_deadline_wakes_an_inheriting_waiter() {
         assert_eq!(waiter.join().unwrap(), Error::DeadlineExceeded);
     });
 }
+
+/// A child's handle dropped on one thread while its parent is cancelled with
+/// a cause on another: whichever ends the child first decides both its
+/// cause and whether its `Debug` names the dropped handle, and the two never
+/// disagree. The grandchild, ended by the child's end, never claims a
+/// dropped handle of its own.
+#[test]
+fn handle_drop_vs_parent_cancel() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        let (grandchild, _grandchild_cancel) = child.with_cancel();
+        let dropper = thread::spawn(move || drop(child_cancel));
+        cancel.cancel_with(Named("parent"));
+        dropper.join().unwrap();
+
+        let dropped = format!("{child:?}").contains("CancelHandle dropped");
+        let by_parent = cause_text(&child) == "parent";
+        assert_ne!(
+            dropped,
+            by_parent,
+            "{child:?}, cause {}",
+            cause_text(&child)
+        );
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(grandchild.err(), Some(Error::Canceled));
+        assert_eq!(cause_text(&grandchild), cause_text(&child));
+        assert!(!format!("{grandchild:?}").ends_with("CancelHandle dropped)"));
+        seen.record(if dropped { "dropped" } else { "parent" });
+    });
+    outcomes.assert_all_seen(&["dropped", "parent"]);
+}

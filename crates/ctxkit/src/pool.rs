@@ -8,7 +8,11 @@
 //! ran, and its result is in the [`Report`] returned by [`Pool::join`] or
 //! [`Pool::shutdown`], or it did not, and it comes back to you: in a
 //! [`SubmitError`] if the pool refused it, in [`Report::not_run`] if it was
-//! queued when the pool stopped.
+//! queued when the pool stopped. [`Report::is_balanced`] checks the account.
+//!
+//! Both pools read `capacity` the same way: the number of jobs the queue
+//! holds, and 0 for a rendezvous (`submit` waits until a worker takes the
+//! job; `try_submit` succeeds only while a worker is waiting for one).
 //!
 //! ```
 //! use ctxkit::pool::Pool;

@@ -28,6 +28,7 @@ impl Context {
     /// ```
     /// use ctxkit::{Context, Error};
     ///
+    /// # #[cfg(feature = "tokio")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let (ctx, cancel) = Context::background().with_cancel();
@@ -38,6 +39,8 @@ impl Context {
     /// cancel.cancel();
     /// assert_eq!(task.await.unwrap(), Error::Canceled);
     /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {} // needs a runtime: the `tokio` feature
     /// ```
     pub fn done(&self) -> Done<'_> {
         Done {
@@ -113,6 +116,7 @@ impl Context {
     /// use ctxkit::{Context, Error};
     /// use std::time::Duration;
     ///
+    /// # #[cfg(feature = "tokio")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
@@ -122,6 +126,8 @@ impl Context {
     /// let ctx = Context::background();
     /// assert_eq!(ctx.run(async { 42 }).await, Ok(42));
     /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {} // needs a runtime: the `tokio` feature
     /// ```
     pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
         let mut fut = pin!(fut);
@@ -230,6 +236,7 @@ impl Context {
     ///     closed: OwnedDone, // lives as long as the connection, no borrow
     /// }
     ///
+    /// # #[cfg(feature = "tokio")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let (ctx, cancel) = Context::background().with_cancel();
@@ -239,6 +246,8 @@ impl Context {
     /// cancel.cancel();
     /// assert_eq!(task.await.unwrap(), Error::Canceled);
     /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {} // needs a runtime: the `tokio` feature
     /// ```
     pub fn done_owned(&self) -> OwnedDone {
         OwnedDone {

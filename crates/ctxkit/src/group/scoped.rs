@@ -2,6 +2,7 @@
 //! `std::thread::scope` so tasks may borrow from the caller.
 
 use super::limit::{LimitError, Slots};
+use super::outcome::TaskOutcome;
 use super::state::GroupState;
 use crate::context::Context;
 use std::fmt;
@@ -15,7 +16,8 @@ use std::thread;
 ///
 /// # Contract
 ///
-/// - Each task gets the group's context and returns `Result<(), E>`. Tasks
+/// - Each task gets the group's context and returns `Result<(), E>`, or
+///   `()` if it cannot fail (see [`TaskOutcome`]). Tasks
 ///   run on scoped threads, so they may borrow anything that outlives the
 ///   call to `scope` (results are typically written through `&mut` slots).
 /// - The first task to fail cancels the group's context with its error as
@@ -25,15 +27,24 @@ use std::thread;
 ///   Then the group's context is cancelled (cause: the first error, else
 ///   [`Canceled`](crate::Error::Canceled)), and the result is `Err(first
 ///   error)` or `Ok(value of f)`.
+/// - A task spawned once the group's context is done does not run:
+///   [`spawn`](ScopedGroup::spawn) returns false.
 /// - If a task panics, the group is cancelled at once with [`TaskPanicked`]
 ///   as the cause, and once every task has stopped, `scope` resumes that
 ///   panic (the first one, if several panicked) in the caller. A panic
 ///   outranks errors. If `f` itself panics, the group is cancelled, the
 ///   tasks are waited for, and the panic continues.
 ///
-/// `E` is cloned once: one copy becomes the context's cause, the other is
-/// returned. For errors that are not `Clone` (such as `std::io::Error`), use
-/// `Arc<YourError>` or [`ctxkit::Cause`](crate::Cause).
+/// # The error type
+///
+/// Any `E: Error + Send + Sync + 'static`, `Clone` or not (`std::io::Error`
+/// works). The first error is kept once, in an `Arc`: it is both the
+/// context's cause (siblings `downcast_ref::<E>()` it) and the `Err` this
+/// returns, the same value, as in Go. `Arc::unwrap_or_clone(err)` gives a
+/// `Clone` error back by value; `Arc::into_inner(err)` any error, once no
+/// context of the group is left (none is, unless one was kept past the
+/// group). The error type is usually inferred from the tasks; name it with
+/// `scope::<E, _, _>` when only `Ok(())` and `?` say what it is.
 ///
 /// [`TaskPanicked`]: super::TaskPanicked
 ///
@@ -57,9 +68,9 @@ use std::thread;
 /// assert_eq!(result.unwrap_err().to_string(), "invalid digit found in string");
 /// assert!(parsed.iter().all(|&n| n == 0 || n == 1 || n == 2 || n == 4));
 /// ```
-pub fn scope<'env, E, F, R>(parent: &Context, f: F) -> Result<R, E>
+pub fn scope<'env, E, F, R>(parent: &Context, f: F) -> Result<R, Arc<E>>
 where
-    E: std::error::Error + Clone + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
     F: for<'scope> FnOnce(&ScopedGroup<'scope, 'env, E>) -> R,
 {
     let shared = Arc::new(Shared {
@@ -93,7 +104,7 @@ struct Shared<E> {
 
 impl<'scope, E> ScopedGroup<'scope, '_, E>
 where
-    E: std::error::Error + Clone + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     /// The group's context: the one every task receives. It is cancelled by
     /// the first error, a panic, the parent, or the end of the group.
@@ -126,14 +137,13 @@ where
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     ///
     /// let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    /// group::scope::<Error, _, _>(&Context::background(), |g| {
+    /// group::scope(&Context::background(), |g| {
     ///     g.set_limit(Some(2)).unwrap();
     ///     for _ in 0..8 {
     ///         g.spawn(|_| {
     ///             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
     ///             peak.fetch_max(now, Ordering::SeqCst);
     ///             running.fetch_sub(1, Ordering::SeqCst);
-    ///             Ok(())
     ///         });
     ///     }
     /// })
@@ -145,56 +155,75 @@ where
     }
 
     /// Runs `task` on a new scoped thread, blocking first while the limit is
-    /// reached (Go's `Go`).
+    /// reached (Go's `Go`), and returns true; returns false, dropping `task`
+    /// unrun, if the group's context is done (a task failed, the parent
+    /// ended): nothing is left to do that the group will use.
     ///
-    /// The task always runs, even if the group is already cancelled: it
-    /// receives the cancelled context and is expected to return early.
+    /// A task that starts just before the group ends still runs: it gets
+    /// the cancelled context and is expected to return early.
     ///
     /// ```
     /// use ctxkit::{group, Context, Error};
+    /// use std::sync::Arc;
     ///
     /// let (parent, _cancel) = Context::background().with_cancel();
     /// let result = group::scope(&parent, |g| {
-    ///     g.spawn(|_| Err(Error::DeadlineExceeded));
-    ///     g.spawn(|ctx| {
-    ///         ctx.wait(); // ended by the sibling's failure
-    ///         Ok(())
-    ///     });
+    ///     assert!(g.spawn(|_| Err(Error::DeadlineExceeded)));
+    ///     g.context().wait(); // the failure ends the group's context...
+    ///     assert!(!g.spawn(|_| Err(Error::Canceled)), "...and no task starts after it");
     /// });
-    /// assert_eq!(result, Err(Error::DeadlineExceeded));
+    /// assert_eq!(result, Err(Arc::new(Error::DeadlineExceeded)));
     /// ```
-    pub fn spawn<F>(&self, task: F)
+    pub fn spawn<F, O>(&self, task: F) -> bool
     where
-        F: FnOnce(&Context) -> Result<(), E> + Send + 'scope,
+        F: FnOnce(&Context) -> O + Send + 'scope,
+        O: TaskOutcome<Error = E>,
     {
+        if self.context().is_done() {
+            return false;
+        }
         self.shared.slots.acquire();
-        self.start(task);
+        self.start_unless_done(task)
     }
 
-    /// Runs `task` on a new scoped thread if the limit allows it now, and
-    /// returns true; otherwise returns false at once and drops `task`
-    /// unrun (Go's `TryGo`).
+    /// Runs `task` on a new scoped thread if the limit allows it now and the
+    /// group's context is not done, and returns true; otherwise returns
+    /// false at once and drops `task` unrun (Go's `TryGo`).
     ///
     /// ```
     /// use ctxkit::{group, Context, Error};
     ///
     /// let (release, released) = std::sync::mpsc::channel::<()>();
-    /// group::scope::<Error, _, _>(&Context::background(), |g| {
+    /// group::scope(&Context::background(), |g| {
     ///     g.set_limit(Some(1)).unwrap();
     ///     assert!(g.try_spawn(move |_| {
     ///         released.recv().ok();
-    ///         Ok(())
     ///     }));
-    ///     assert!(!g.try_spawn(|_| Ok(())), "the only slot is taken");
+    ///     assert!(!g.try_spawn(|_| ()), "the only slot is taken");
     ///     release.send(()).unwrap();
     /// })
     /// .unwrap();
     /// ```
-    pub fn try_spawn<F>(&self, task: F) -> bool
+    pub fn try_spawn<F, O>(&self, task: F) -> bool
     where
-        F: FnOnce(&Context) -> Result<(), E> + Send + 'scope,
+        F: FnOnce(&Context) -> O + Send + 'scope,
+        O: TaskOutcome<Error = E>,
     {
-        if !self.shared.slots.try_acquire() {
+        if self.context().is_done() || !self.shared.slots.try_acquire() {
+            return false;
+        }
+        self.start_unless_done(task)
+    }
+
+    /// Starts a task on a slot already taken for it, unless the group ended
+    /// meanwhile (then the slot goes back and the task is dropped).
+    fn start_unless_done<F, O>(&self, task: F) -> bool
+    where
+        F: FnOnce(&Context) -> O + Send + 'scope,
+        O: TaskOutcome<Error = E>,
+    {
+        if self.context().is_done() {
+            self.shared.slots.release();
             return false;
         }
         self.start(task);
@@ -202,9 +231,10 @@ where
     }
 
     /// Starts a task on a slot already taken for it.
-    fn start<F>(&self, task: F)
+    fn start<F, O>(&self, task: F)
     where
-        F: FnOnce(&Context) -> Result<(), E> + Send + 'scope,
+        F: FnOnce(&Context) -> O + Send + 'scope,
+        O: TaskOutcome<Error = E>,
     {
         // The slot goes back when the thread ends, or when its closure is
         // dropped unrun because the thread could not be created.
@@ -212,7 +242,7 @@ where
         self.scope.spawn(move || {
             let shared = &slot.0;
             match catch_unwind(AssertUnwindSafe(|| task(shared.state.context()))) {
-                Ok(outcome) => shared.state.record(outcome),
+                Ok(outcome) => shared.state.record(outcome.into_result()),
                 Err(payload) => shared.state.record_panic(payload),
             }
         });

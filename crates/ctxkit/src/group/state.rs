@@ -1,11 +1,12 @@
 //! What every form of group shares: its context, and the first failure.
 
 use crate::context::Context;
+use crate::error::Cause;
 use crate::handle::CancelHandle;
 use std::any::Any;
 use std::fmt;
 use std::panic::resume_unwind;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The payload of a panic, as `catch_unwind` and `JoinError` hand it over.
 pub(crate) type PanicPayload = Box<dyn Any + Send + 'static>;
@@ -21,12 +22,11 @@ pub(crate) type PanicPayload = Box<dyn Any + Send + 'static>;
 /// use ctxkit::Context;
 ///
 /// let caught = std::panic::catch_unwind(|| {
-///     group::scope::<ctxkit::Error, _, _>(&Context::background(), |g| {
-///         g.spawn(|_| panic!("boom"));
+///     group::scope(&Context::background(), |g| {
+///         g.spawn(|_| -> () { panic!("boom") });
 ///         g.spawn(|ctx| {
 ///             ctx.wait();
 ///             assert!(ctx.cause().unwrap().is::<TaskPanicked>());
-///             Ok(())
 ///         });
 ///     })
 /// });
@@ -48,7 +48,8 @@ impl std::error::Error for TaskPanicked {}
 /// Invariant: the first error recorded is the cause the context was
 /// cancelled with, unless something else (the parent, a panic) had already
 /// cancelled it. Both are decided under one lock, so `wait` and the siblings
-/// never disagree about which error came first.
+/// never disagree about which error came first. The error is kept once, in
+/// an `Arc` that is also the context's cause: errors need not be `Clone`.
 pub(crate) struct GroupState<E> {
     ctx: Context,
     cancel: CancelHandle,
@@ -56,7 +57,7 @@ pub(crate) struct GroupState<E> {
 }
 
 struct Failure<E> {
-    error: Option<E>,
+    error: Option<Arc<E>>,
     panic: Option<PanicPayload>,
 }
 
@@ -93,7 +94,7 @@ impl<E> GroupState<E> {
     /// Ends the group once every task has stopped: cancels its context (with
     /// the first error as cause if there was one, else `Canceled`), resumes
     /// the first panic if any task panicked, else returns the first error.
-    pub(crate) fn finish(&self) -> Result<(), E> {
+    pub(crate) fn finish(&self) -> Result<(), Arc<E>> {
         self.cancel.cancel();
         let mut failure = self.lock();
         if let Some(payload) = failure.panic.take() {
@@ -117,14 +118,16 @@ impl<E> GroupState<E> {
 
 impl<E> GroupState<E>
 where
-    E: std::error::Error + Clone + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
-    /// Records the outcome of one task; the first failure cancels the group.
+    /// Records the outcome of one task; the first failure cancels the group,
+    /// with that very error (shared, not copied) as the cause.
     pub(crate) fn record(&self, outcome: Result<(), E>) {
         if let Err(error) = outcome {
             let mut failure = self.lock();
             if failure.error.is_none() {
-                self.cancel.cancel_with(error.clone());
+                let error = Arc::new(error);
+                self.cancel.cancel_with_cause(Arc::clone(&error) as Cause);
                 failure.error = Some(error);
             }
         }

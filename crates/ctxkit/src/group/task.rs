@@ -1,6 +1,7 @@
 //! The errgroup on tokio: [`TaskGroup`] (feature `tokio`).
 
 use super::limit::{check_new_limit, LimitError};
+use super::outcome::TaskOutcome;
 use super::state::GroupState;
 use crate::context::Context;
 use std::fmt;
@@ -13,7 +14,8 @@ use tokio::task::{JoinError, JoinSet};
 /// # Contract
 ///
 /// - [`new`](TaskGroup::new) derives the group's context from a parent.
-///   Each task receives a clone of it and returns `Result<(), E>`; tasks are
+///   Each task receives a clone of it and returns `Result<(), E>` (or `()`,
+///   see [`TaskOutcome`]); tasks are
 ///   spawned onto the current tokio runtime (so the group must be used from
 ///   within one).
 /// - The first task to fail cancels the group's context, with its error as
@@ -23,6 +25,9 @@ use tokio::task::{JoinError, JoinSet};
 ///   group's context (cause: the first error, else
 ///   [`Canceled`](crate::Error::Canceled)) and returns the first error.
 ///   When it returns, no task of the group is running.
+/// - A task spawned once the group's context is done does not run:
+///   [`spawn`](TaskGroup::spawn) and [`try_spawn`](TaskGroup::try_spawn)
+///   return false.
 /// - A limit set with [`set_limit`](TaskGroup::set_limit) bounds how many
 ///   tasks run at once: [`spawn`](TaskGroup::spawn) waits for a slot,
 ///   [`try_spawn`](TaskGroup::try_spawn) returns false.
@@ -34,12 +39,13 @@ use tokio::task::{JoinError, JoinSet};
 ///   handed to other threads is told to stop, then aborts every task still
 ///   running: each is dropped at its next `.await`.
 ///
-/// `E` is cloned once: one copy becomes the context's cause, the other is
-/// returned by `wait`. For errors that are not `Clone`, use `Arc<YourError>`
-/// or [`ctxkit::Cause`](crate::Cause).
+/// `E` is any `Error + Send + Sync + 'static`, `Clone` or not: the first
+/// error is kept once, in an `Arc` that is both the context's cause and
+/// what `wait` returns (see [`scope`](super::scope#the-error-type)).
 ///
 /// ```
 /// use ctxkit::{group::TaskGroup, Context, Error};
+/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -58,7 +64,7 @@ use tokio::task::{JoinError, JoinSet};
 ///         Err(Error::DeadlineExceeded) // cancels the sibling
 ///     })
 ///     .await;
-/// assert_eq!(group.wait().await, Err(Error::DeadlineExceeded));
+/// assert_eq!(group.wait().await, Err(Arc::new(Error::DeadlineExceeded)));
 /// # }
 /// ```
 pub struct TaskGroup<E> {
@@ -71,7 +77,7 @@ pub struct TaskGroup<E> {
 
 impl<E> TaskGroup<E>
 where
-    E: std::error::Error + Clone + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     /// A group whose context derives from `parent`, with no limit.
     ///
@@ -132,9 +138,10 @@ where
     }
 
     /// Spawns `task(ctx)` onto the runtime, first waiting while the limit is
-    /// reached (Go's `Go`). The task always runs, even if the group is
-    /// already cancelled: it receives the cancelled context and is expected
-    /// to return early.
+    /// reached (Go's `Go`), and returns true; returns false, dropping `task`
+    /// unrun, if the group's context is done (a task failed, the parent
+    /// ended). A task that starts just before the group ends gets the
+    /// cancelled context and is expected to return early.
     ///
     /// # Panics
     ///
@@ -148,36 +155,49 @@ where
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let total = Arc::new(AtomicUsize::new(0));
-    /// let mut group = TaskGroup::<std::fmt::Error>::new(&Context::background());
+    /// // Tasks that cannot fail return `()`: the group needs no error type.
+    /// let mut group = TaskGroup::new(&Context::background());
     /// for n in 1..=4 {
     ///     let total = Arc::clone(&total);
-    ///     group
+    ///     let started = group
     ///         .spawn(move |_| async move {
     ///             total.fetch_add(n, Ordering::Relaxed);
-    ///             Ok(())
     ///         })
     ///         .await;
+    ///     assert!(started);
     /// }
     /// group.wait().await.unwrap();
     /// assert_eq!(total.load(Ordering::Relaxed), 10);
+    ///
+    /// // Once a task failed, spawning runs nothing.
+    /// let mut group = TaskGroup::new(&Context::background());
+    /// group.spawn(|_| async { Err(std::fmt::Error) }).await;
+    /// group.context().done().await;
+    /// assert!(!group.spawn(|_| async { Ok(()) }).await);
     /// # }
     /// ```
-    pub async fn spawn<F, Fut>(&mut self, task: F)
+    pub async fn spawn<F, Fut>(&mut self, task: F) -> bool
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutcome<Error = E>,
     {
-        while self.is_full() {
+        while self.is_full() && !self.context().is_done() {
             // Not `None`: a full set is not empty.
             if let Some(joined) = self.tasks.join_next().await {
                 self.note(joined);
             }
         }
+        if self.context().is_done() {
+            return false;
+        }
         self.start(task);
+        true
     }
 
-    /// Spawns `task(ctx)` if the limit allows it now and returns true;
-    /// otherwise returns false at once and drops `task` unrun (Go's `TryGo`).
+    /// Spawns `task(ctx)` if the limit allows it now and the group's context
+    /// is not done, and returns true; otherwise returns false at once and
+    /// drops `task` unrun (Go's `TryGo`).
     ///
     /// # Panics
     ///
@@ -197,10 +217,11 @@ where
     pub fn try_spawn<F, Fut>(&mut self, task: F) -> bool
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutcome<Error = E>,
     {
         self.reap_finished();
-        if self.is_full() {
+        if self.is_full() || self.context().is_done() {
             return false;
         }
         self.start(task);
@@ -224,9 +245,17 @@ where
     /// let ctx = group.context().clone();
     /// assert_eq!(group.wait().await, Ok(()));
     /// assert_eq!(ctx.err(), Some(Error::Canceled), "the group's context ends with it");
+    ///
+    /// // A non-`Clone` error: `wait` returns it, shared with the cause.
+    /// let mut group = TaskGroup::new(&Context::background());
+    /// group.spawn(|_| async { Err(std::io::Error::other("disk full")) }).await;
+    /// let ctx = group.context().clone();
+    /// let err = group.wait().await.unwrap_err();
+    /// assert_eq!(err.to_string(), "disk full");
+    /// assert!(ctx.cause().unwrap().is::<std::io::Error>());
     /// # }
     /// ```
-    pub async fn wait(mut self) -> Result<(), E> {
+    pub async fn wait(mut self) -> Result<(), Arc<E>> {
         while let Some(joined) = self.tasks.join_next().await {
             self.note(joined);
         }
@@ -240,14 +269,15 @@ where
     fn start<F, Fut>(&mut self, task: F)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutcome<Error = E>,
     {
         let state = Arc::clone(&self.state);
         self.tasks.spawn(async move {
             let on_panic = CancelOnPanic(&state);
             let outcome = task(state.context().clone()).await;
             drop(on_panic);
-            state.record(outcome);
+            state.record(outcome.into_result());
         });
     }
 

@@ -15,7 +15,14 @@
 //! Both return a [`Report`] once every worker has stopped. Go's pipelines
 //! drop what is in flight when they are cancelled; here every item the
 //! source produced is either delivered to the sink or counted where the run
-//! stopped it, and the counters balance exactly (see [`Report`]).
+//! stopped it, and the counters balance exactly ([`Report::is_balanced`]).
+//!
+//! A stage's error type is any `E: Error + Send + Sync + 'static`, or a
+//! boxed `Box<dyn Error + Send + Sync>` when stages fail in several ways.
+//! The first error stops the run and becomes its cause: [`Report::error`]
+//! gives it back typed, [`Report::cause`] as it is (for a boxed error, the
+//! boxed value itself). An async source is any [`Stream`], re-exported here
+//! from `futures-core` (feature `tokio`).
 //!
 //! ```
 //! use ctxkit::{pipeline::Pipeline, Context};
@@ -30,7 +37,23 @@
 //! assert!(report.is_complete());
 //! ```
 //!
-//! Without the `crossbeam` or `tokio` feature this module is empty.
+//! Stages that fail in several ways can return a boxed error, and `?` any
+//! error into it:
+//!
+//! ```
+//! use ctxkit::{pipeline::Pipeline, Context};
+//! use std::error::Error;
+//!
+//! type BoxError = Box<dyn Error + Send + Sync>;
+//! let (_out, report) = Pipeline::new(&Context::background(), ["1", "x"])
+//!     .stage(1, |_ctx, s: &str| -> Result<u64, BoxError> { Ok(s.parse::<u64>()?) })
+//!     .collect();
+//! let cause = report.cause.unwrap();
+//! assert_eq!(cause.to_string(), "invalid digit found in string");
+//! assert!(cause.is::<std::num::ParseIntError>(), "the boxed error itself");
+//! ```
+//!
+//! The module exists with the `crossbeam` or the `tokio` feature.
 
 // The links above name items of both features.
 #![cfg_attr(
@@ -45,6 +68,8 @@ mod tasks;
 #[cfg(feature = "crossbeam")]
 mod threads;
 
+#[cfg(feature = "tokio")]
+pub use futures_core::Stream;
 #[cfg(any(feature = "crossbeam", feature = "tokio"))]
 pub use report::{Report, SourceReport, StageReport};
 #[cfg(feature = "tokio")]

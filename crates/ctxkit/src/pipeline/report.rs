@@ -99,6 +99,39 @@ impl<E> Report<E> {
         self.err.is_none()
     }
 
+    /// Whether the counters balance, as the type's documentation lists:
+    /// every item the source produced was delivered or counted once where
+    /// the run stopped it. Always true of a report a run returned; the check
+    /// its own tests make, and a guard for reports built or edited by hand.
+    ///
+    /// ```
+    /// use ctxkit::{pipeline::Pipeline, Context};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut seen = 0;
+    /// let report = Pipeline::new(&ctx, 0..1000u32)
+    ///     .stage(2, |_ctx, n| Ok::<_, std::io::Error>(n))
+    ///     .run(|_| {
+    ///         seen += 1;
+    ///         if seen == 10 {
+    ///             cancel.cancel(); // stopped halfway: items are left in flight
+    ///         }
+    ///     });
+    /// assert!(!report.is_complete());
+    /// assert!(report.is_balanced(), "{report:?}");
+    /// ```
+    pub fn is_balanced(&self) -> bool {
+        let mut handed_over = self.source.sent;
+        for stage in &self.stages {
+            let taken = stage.sent + stage.failed + stage.discarded;
+            if handed_over != stage.received + stage.unreceived || stage.received != taken {
+                return false;
+            }
+            handed_over = stage.sent;
+        }
+        handed_over == self.delivered + self.undelivered && self.source.discarded <= 1
+    }
+
     /// The report of a run whose workers have all stopped: `leftovers` are
     /// the items left in each channel, in pipeline order (the input of each
     /// stage, then of the sink). `ctx` is the run's context, still live

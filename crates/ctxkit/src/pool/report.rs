@@ -7,7 +7,8 @@ use std::fmt;
 ///
 /// Every job accepted by [`Pool::submit`](super::Pool::submit) or
 /// [`Pool::try_submit`](super::Pool::try_submit) is in exactly one of the
-/// two lists. A job that a worker had started when the pool was cancelled
+/// two lists, and `accepted` counts them: [`is_balanced`](Report::is_balanced)
+/// checks it. A job that a worker had started when the pool was cancelled
 /// ran to completion (it was given the cancelled context and may have cut
 /// its work short); its result is in `completed`.
 ///
@@ -20,6 +21,7 @@ use std::fmt;
 /// let report = pool.join();
 /// assert_eq!(report.completed, vec![3]);
 /// assert_eq!(report.len(), 1);
+/// assert!(report.is_balanced());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report<J, R> {
@@ -27,13 +29,16 @@ pub struct Report<J, R> {
     pub completed: Vec<R>,
     /// The jobs that were accepted but never started, in no particular order.
     pub not_run: Vec<J>,
+    /// How many jobs `submit` and `try_submit` accepted: as many as the two
+    /// lists hold together.
+    pub accepted: usize,
 }
 
 impl<J, R> Report<J, R> {
     /// How many jobs the pool accepted: `completed` plus `not_run`.
     ///
     /// ```
-    /// let report = ctxkit::pool::Report::<u8, u8> { completed: vec![1], not_run: vec![2, 3] };
+    /// let report = ctxkit::pool::Report::<u8, u8> { completed: vec![1], not_run: vec![2, 3], accepted: 3 };
     /// assert_eq!(report.len(), 3);
     /// ```
     pub fn len(&self) -> usize {
@@ -43,17 +48,39 @@ impl<J, R> Report<J, R> {
     /// True if the pool accepted no job at all.
     ///
     /// ```
-    /// let report = ctxkit::pool::Report::<u8, u8> { completed: vec![], not_run: vec![] };
+    /// let report = ctxkit::pool::Report::<u8, u8> { completed: vec![], not_run: vec![], accepted: 0 };
     /// assert!(report.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether every accepted job is accounted for: `completed` and
+    /// `not_run` together hold `accepted` jobs. Always true of a report a
+    /// pool returned; a check for tests and for reports built by hand.
+    ///
+    /// ```
+    /// use ctxkit::pool::{Pool, Report};
+    /// use ctxkit::Context;
+    ///
+    /// let pool = Pool::new(&Context::background(), 2, 8, |_ctx, n: u32| n + 1);
+    /// for n in 0..5 {
+    ///     pool.submit(n).unwrap();
+    /// }
+    /// assert!(pool.shutdown().is_balanced(), "ran or handed back, nothing lost");
+    ///
+    /// let lost_one = Report::<u8, u8> { completed: vec![1], not_run: vec![], accepted: 2 };
+    /// assert!(!lost_one.is_balanced());
+    /// ```
+    pub fn is_balanced(&self) -> bool {
+        self.len() == self.accepted
+    }
+
     pub(crate) fn new() -> Report<J, R> {
         Report {
             completed: Vec::new(),
             not_run: Vec::new(),
+            accepted: 0,
         }
     }
 }

@@ -6,9 +6,10 @@ use crate::handle::CancelHandle;
 use std::fmt;
 use std::future::Future;
 use std::panic::resume_unwind;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 /// The queue's receiving end, shared by the workers one `recv` at a time.
@@ -57,6 +58,10 @@ pub struct TaskPool<J, R> {
     /// but the job that panicked.
     report: Arc<StdMutex<Report<J, R>>>,
     workers: JoinSet<()>,
+    /// Capacity 0 only: permits given by workers ready to take a job.
+    ready: Option<Arc<Semaphore>>,
+    /// Jobs accepted so far, for [`Report::accepted`].
+    accepted: AtomicUsize,
 }
 
 impl<J, R> TaskPool<J, R>
@@ -65,12 +70,14 @@ where
     R: Send + 'static,
 {
     /// Spawns `workers` tasks on the current runtime, running `handler` over
-    /// jobs from a queue that holds at most `capacity` jobs. The pool's
-    /// context derives from `parent`.
+    /// jobs from a queue that holds at most `capacity` jobs (0 makes every
+    /// `submit` wait for a worker to take the job, and `try_submit` succeed
+    /// only when a worker is waiting for one: a rendezvous, as for
+    /// [`Pool`](super::Pool)). The pool's context derives from `parent`.
     ///
     /// # Panics
     ///
-    /// If `workers` or `capacity` is 0, or if called outside a tokio runtime.
+    /// If `workers` is 0, or if called outside a tokio runtime.
     ///
     /// ```
     /// use ctxkit::pool::TaskPool;
@@ -91,13 +98,12 @@ where
         Fut: Future<Output = R> + Send + 'static,
     {
         assert!(workers > 0, "a pool needs at least one worker");
-        assert!(
-            capacity > 0,
-            "an async pool's queue needs room for at least one job"
-        );
         let (ctx, cancel) = parent.with_cancel();
         let cancel = Arc::new(cancel);
-        let (queue, backlog) = mpsc::channel(capacity);
+        // A rendezvous: each job waits for a worker's permit, and the queue
+        // holds at most one job per waiting worker (see `Worker::next_job`).
+        let ready = (capacity == 0).then(|| Arc::new(Semaphore::new(0)));
+        let (queue, backlog) = mpsc::channel(if capacity == 0 { workers } else { capacity });
         let backlog = Arc::new(Mutex::new(backlog));
         let report = Arc::new(StdMutex::new(Report::new()));
         let handler = Arc::new(handler);
@@ -108,6 +114,7 @@ where
                 jobs: Arc::clone(&backlog),
                 report: Arc::clone(&report),
                 cancel: Arc::clone(&cancel),
+                ready: ready.clone(),
             };
             tasks.spawn(worker.run(Arc::clone(&handler)));
         }
@@ -118,6 +125,8 @@ where
             backlog,
             report,
             workers: tasks,
+            ready,
+            accepted: AtomicUsize::new(0),
         }
     }
 
@@ -162,9 +171,30 @@ where
         if self.ctx.is_done() {
             return Err(SubmitError::Stopped(job));
         }
+        if let Some(ready) = &self.ready {
+            tokio::select! {
+                biased;
+                _ = self.ctx.done() => return Err(SubmitError::Stopped(job)),
+                // Never closed; a permit taken is used at once, below, with
+                // no `.await` in between, so dropping this future loses none.
+                permit = ready.acquire() => permit.expect("never closed").forget(),
+            }
+            match self.open_queue().try_send(job) {
+                Ok(()) => return self.count(Ok(())),
+                Err(TrySendError::Closed(job)) => return Err(SubmitError::Stopped(job)),
+                // Only if workers left with permits unused, as the pool
+                // stopped: wait as a queue with room would.
+                Err(TrySendError::Full(returned)) => return self.send(returned).await,
+            }
+        }
+        self.send(job).await
+    }
+
+    /// Waits for room in the queue, unless the pool stops first.
+    async fn send(&self, job: J) -> Result<(), SubmitError<J>> {
         let queue = self.open_queue();
         // `reserve` rather than `send`: dropping it loses no job.
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
             _ = self.ctx.done() => Err(SubmitError::Stopped(job)),
             permit = queue.reserve() => match permit {
@@ -174,7 +204,18 @@ where
                 }
                 Err(_) => Err(SubmitError::Stopped(job)),
             },
+        };
+        self.count(sent)
+    }
+
+    /// Counts an accepted job.
+    fn count(&self, sent: Result<(), SubmitError<J>>) -> Result<(), SubmitError<J>> {
+        if sent.is_ok() {
+            // Relaxed: read by `join`, which owns the pool, so every submit
+            // has returned before it.
+            self.accepted.fetch_add(1, Ordering::Relaxed);
         }
+        sent
     }
 
     /// Queues `job` if there is room now.
@@ -202,10 +243,17 @@ where
         if self.ctx.is_done() {
             return Err(SubmitError::Stopped(job));
         }
-        self.open_queue().try_send(job).map_err(|err| match err {
+        if let Some(ready) = &self.ready {
+            match ready.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(_) => return Err(SubmitError::Full(job)), // no worker waiting
+            }
+        }
+        let sent = self.open_queue().try_send(job).map_err(|err| match err {
             TrySendError::Full(job) => SubmitError::Full(job),
             TrySendError::Closed(job) => SubmitError::Stopped(job),
-        })
+        });
+        self.count(sent)
     }
 
     /// Cancels the pool's context: workers take no new job, and the jobs
@@ -269,6 +317,7 @@ where
         while let Ok(job) = backlog.try_recv() {
             report.not_run.push(job);
         }
+        report.accepted = self.accepted.load(Ordering::Relaxed);
         self.cancel.cancel();
         if let Some(payload) = panic {
             resume_unwind(payload);
@@ -336,6 +385,9 @@ struct Worker<J, R> {
     jobs: Backlog<J>,
     report: Arc<StdMutex<Report<J, R>>>,
     cancel: Arc<CancelHandle>,
+    /// A capacity-0 pool's rendezvous: one permit per job this worker is
+    /// ready to take.
+    ready: Option<Arc<Semaphore>>,
 }
 
 impl<J, R> Worker<J, R> {
@@ -374,6 +426,12 @@ impl<J, R> Worker<J, R> {
             _ = self.ctx.done() => return None,
             jobs = self.jobs.lock() => jobs,
         };
+        // Ready for one job: a rendezvous submit may now hand it over. Given
+        // once per job taken, so the queue never holds more jobs than there
+        // are workers waiting for them (its capacity is the worker count).
+        if let Some(ready) = &self.ready {
+            ready.add_permits(1);
+        }
         tokio::select! {
             biased;
             _ = self.ctx.done() => None,

@@ -7,6 +7,7 @@ use crate::handle::CancelHandle;
 use crossbeam_channel::{select, Receiver, SendError, Sender, TrySendError};
 use std::fmt;
 use std::panic::resume_unwind;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -61,6 +62,8 @@ pub struct Pool<J, R> {
     done: Receiver<()>,
     /// Empty once joined.
     workers: Vec<JoinHandle<Finished<J, R>>>,
+    /// Jobs accepted so far, for [`Report::accepted`].
+    accepted: AtomicUsize,
 }
 
 impl<J, R> Pool<J, R>
@@ -116,6 +119,7 @@ where
             backlog,
             done,
             workers,
+            accepted: AtomicUsize::new(0),
         }
     }
 
@@ -156,10 +160,11 @@ where
             return Err(SubmitError::Stopped(job));
         }
         let queue = self.open_queue();
-        select! {
+        let sent = select! {
             send(queue, job) -> sent => sent.map_err(|SendError(job)| SubmitError::Stopped(job)),
             recv(self.done) -> _ => Err(SubmitError::Stopped(job)),
-        }
+        };
+        self.count(sent)
     }
 
     /// Queues `job` if there is room now.
@@ -189,10 +194,11 @@ where
         if self.ctx.is_done() {
             return Err(SubmitError::Stopped(job));
         }
-        self.open_queue().try_send(job).map_err(|err| match err {
+        let sent = self.open_queue().try_send(job).map_err(|err| match err {
             TrySendError::Full(job) => SubmitError::Full(job),
             TrySendError::Disconnected(job) => SubmitError::Stopped(job),
-        })
+        });
+        self.count(sent)
     }
 
     /// Cancels the pool's context: workers take no new job, and the jobs
@@ -263,6 +269,16 @@ where
         self.join()
     }
 
+    /// Counts an accepted job.
+    fn count(&self, sent: Result<(), SubmitError<J>>) -> Result<(), SubmitError<J>> {
+        if sent.is_ok() {
+            // Relaxed: read by `collect`, which owns the pool, so every
+            // submit has returned before it.
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
     fn open_queue(&self) -> &Sender<J> {
         self.queue
             .as_ref()
@@ -283,6 +299,7 @@ where
             panic = panic.or(finished.panic);
         }
         report.not_run.extend(self.backlog.try_iter());
+        report.accepted = self.accepted.load(Ordering::Relaxed);
         self.cancel.cancel();
         if let Some(payload) = panic {
             resume_unwind(payload);
