@@ -98,12 +98,16 @@ async fn a_deadline_mid_call_is_deadline_exceeded_on_both_ends() {
 
 #[tokio::test]
 async fn a_server_stream_ends_when_the_context_is_cancelled() {
-    let server = TestServer::start(ServerLayer::new(Context::background())).await;
+    let mut server = TestServer::start(ServerLayer::new(Context::background())).await;
     let (ctx, cancel) = Context::background().with_cancel();
     let mut stream = ticks(&server.url(), &ctx).await.unwrap();
     for _ in 0..3 {
         stream.next().await.unwrap().unwrap();
     }
+    // The handler has returned its stream long ago: the server's context
+    // stays live while the response body streams.
+    let server_ctx = server.streams.recv().await.unwrap();
+    assert!(!server_ctx.is_done());
     let cancelled = Instant::now();
     cancel.cancel();
     let mut last = None;
@@ -115,6 +119,12 @@ async fn a_server_stream_ends_when_the_context_is_cancelled() {
     let status = last.expect("the stream ended with a status");
     assert_eq!(status.code(), Code::Cancelled, "{status:?}");
     assert!(cancelled.elapsed() <= PROMPT);
+    // The reset reached the server: its stream's context ended, the
+    // caller gone.
+    tokio::time::timeout(PROMPT, server_ctx.done())
+        .await
+        .unwrap();
+    assert_eq!(Ended::of(&server_ctx), Some(Ended::ClientGone));
 }
 
 #[tokio::test]

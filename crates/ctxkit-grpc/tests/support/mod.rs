@@ -114,6 +114,8 @@ impl Work for Probe {
 pub struct TestServer {
     pub address: SocketAddr,
     pub calls: mpsc::UnboundedReceiver<Observed>,
+    /// The contexts of the tick streams served.
+    pub streams: mpsc::UnboundedReceiver<Context>,
     pub requests: Arc<AtomicUsize>,
 }
 
@@ -122,17 +124,19 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (calls_tx, calls) = mpsc::unbounded_channel();
+        let (streams_tx, streams) = mpsc::unbounded_channel();
         let requests = Arc::new(AtomicUsize::new(0));
         let server = Server::builder()
             .layer(Count(requests.clone()))
             .layer(layer)
             .add_service(WorkServer::new(Probe { calls: calls_tx }))
-            .add_service(TicksService)
+            .add_service(TicksService(streams_tx))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
         TestServer {
             address,
             calls,
+            streams,
             requests,
         }
     }
@@ -204,7 +208,7 @@ type TickStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WorkReply, Stat
 /// A server-streaming method, written as tonic's generated code would be:
 /// one `WorkReply` every 20 ms under the call's context, until it ends.
 #[derive(Clone)]
-pub struct TicksService;
+pub struct TicksService(mpsc::UnboundedSender<Context>);
 
 impl NamedService for TicksService {
     const NAME: &'static str = "ctxkit.test.Ticks";
@@ -223,14 +227,15 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for TicksService {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let streams = self.0.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.server_streaming(Ticks, request).await)
+            Ok(grpc.server_streaming(Ticks(streams), request).await)
         })
     }
 }
 
-struct Ticks;
+struct Ticks(mpsc::UnboundedSender<Context>);
 
 impl tonic::server::ServerStreamingService<WorkRequest> for Ticks {
     type Response = WorkReply;
@@ -239,6 +244,7 @@ impl tonic::server::ServerStreamingService<WorkRequest> for Ticks {
 
     fn call(&mut self, request: Request<WorkRequest>) -> Self::Future {
         let ctx = request.context();
+        let _ = self.0.send(ctx.clone());
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(1);
             tokio::spawn(async move {
