@@ -19,7 +19,9 @@ mapfile -t binaries < <(
 import json, sys
 for line in sys.stdin:
     message = json.loads(line)
-    if message.get("reason") == "compiler-artifact" and message.get("executable") and message["profile"]["test"]:
+    # --lib also selects crates/ctxkit-tests'"'"' own library: not one of ours.
+    if message.get("reason") == "compiler-artifact" and message.get("executable") and message["profile"]["test"] \
+            and message["target"]["name"] != "ctxkit_tests":
         print(message["executable"])
 '
 )
