@@ -235,9 +235,12 @@ impl Context {
     /// A child context that is also cancelled, with
     /// [`Error::DeadlineExceeded`], at `deadline`.
     ///
-    /// If this context's deadline is already earlier, the child keeps it (and
-    /// sets no timer). A deadline at or before now gives a context that is
-    /// already done.
+    /// If this context's deadline is already as early, the child keeps it:
+    /// as in Go, it is then a plain cancel scope, with no timer and no
+    /// deadline of its own, so it follows its ancestors' deadline wherever
+    /// that [moves](CancelHandle::set_deadline). (To give it one that stays
+    /// when an ancestor's moves later, call `set_deadline` on its handle.) A
+    /// deadline at or before now gives a context that is already done.
     ///
     /// # Range
     ///
