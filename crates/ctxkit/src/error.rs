@@ -97,15 +97,6 @@ impl From<Error> for io::Error {
 /// ```
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The boxed error a stage may return, `Box<dyn Error + Send + Sync>`.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The cause an error stands for: the error itself, boxed or not (the
-/// boxed error's own value, not the box, so that it downcasts to its type).
-pub(crate) fn boxed_cause(error: impl Into<BoxError>) -> Cause {
-    Arc::from(error.into())
-}
-
 /// A cause that is just a sentence, for
 /// [`CancelHandle::cancel_with`](crate::CancelHandle::cancel_with) and the
 /// `*_cause` constructors: Go's `errors.New("...")`.

@@ -63,6 +63,18 @@
 
 #[cfg(any(feature = "crossbeam", feature = "tokio"))]
 mod report;
+
+use crate::Cause;
+use std::sync::Arc;
+
+/// The boxed error a stage may return, `Box<dyn Error + Send + Sync>`.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The cause a stage error stands for: the error itself, boxed or not (the
+/// boxed error's own value, not the box, so that it downcasts to its type).
+fn boxed_cause(error: impl Into<BoxError>) -> Cause {
+    Arc::from(error.into())
+}
 #[cfg(feature = "tokio")]
 mod tasks;
 #[cfg(feature = "crossbeam")]

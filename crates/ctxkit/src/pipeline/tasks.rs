@@ -138,7 +138,7 @@ impl Launcher {
 
 impl<T: Send + 'static, E> AsyncPipeline<T, E>
 where
-    E: Into<crate::error::BoxError> + Send + 'static,
+    E: Into<super::BoxError> + Send + 'static,
 {
     /// A pipeline under `ctx` fed by `source`, which is polled by a task of
     /// its own. Nothing runs until [`run`](AsyncPipeline::run).
@@ -358,7 +358,7 @@ async fn work<T, U, E, F, Fut>(
 ) where
     F: Fn(Context, T) -> Fut,
     Fut: Future<Output = Result<U, E>>,
-    E: Into<crate::error::BoxError> + Send + 'static,
+    E: Into<super::BoxError> + Send + 'static,
 {
     while let Some(item) = shared.recv(input).await {
         StageCounters::bump(&counters.received);
@@ -377,9 +377,7 @@ async fn work<T, U, E, F, Fut>(
             Ok(Err(err)) => {
                 StageCounters::bump(&counters.failed);
                 // Of errors racing each other, the first cancellation wins.
-                shared
-                    .cancel
-                    .cancel_with_cause(crate::error::boxed_cause(err));
+                shared.cancel.cancel_with_cause(super::boxed_cause(err));
             }
         }
     }

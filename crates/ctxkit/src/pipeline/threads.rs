@@ -151,7 +151,7 @@ impl<'s, 'a> Launcher<'s, 'a> {
 
 impl<'a, T: Send + 'a, E> Pipeline<'a, T, E>
 where
-    E: Into<crate::error::BoxError> + Send + 'static,
+    E: Into<super::BoxError> + Send + 'static,
 {
     /// A pipeline under `ctx` fed by `source`, which runs on a thread of its
     /// own. Nothing runs until [`run`](Pipeline::run).
@@ -396,7 +396,7 @@ fn work<T, U, E, F>(
     counters: &StageCounters,
 ) where
     F: Fn(&Context, T) -> Result<U, E>,
-    E: Into<crate::error::BoxError> + Send + 'static,
+    E: Into<super::BoxError> + Send + 'static,
 {
     for item in OrDone::with_done(&shared.ctx, input, &shared.done) {
         StageCounters::bump(&counters.received);
@@ -413,9 +413,7 @@ fn work<T, U, E, F>(
             Err(err) => {
                 StageCounters::bump(&counters.failed);
                 // Of errors racing each other, the first cancellation wins.
-                shared
-                    .cancel
-                    .cancel_with_cause(crate::error::boxed_cause(err));
+                shared.cancel.cancel_with_cause(super::boxed_cause(err));
             }
         }
     }
