@@ -54,9 +54,12 @@ cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
 # it) alike, so each server's throughput and CPU per request compare
 # directly; then records each server's CPU ticks.
 load() {
-    local tool=$1 round=$2 mode clients=() before=()
+    local tool=$1 round=$2 mode clients=() before=() order=()
     for mode in "${modes[@]}"; do before+=("$(cpu "$mode")"); done
-    for mode in "${modes[@]}"; do
+    # Each round starts the clients in another order: the first one
+    # started gets a head start.
+    for i in "${!modes[@]}"; do order+=("${modes[(i + round) % ${#modes[@]}]}"); done
+    for mode in "${order[@]}"; do
         if [ "$tool" = wrk ]; then
             wrk -t1 -c"$connections" -d"${duration}s" "http://${addr[$mode]}/"
         else
