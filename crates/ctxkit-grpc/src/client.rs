@@ -58,11 +58,31 @@ pub struct ClientLayer {
 
 impl ClientLayer {
     /// Forwards the [default](Propagation::default) values.
+    ///
+    /// ```
+    /// use ctxkit_grpc::ClientLayer;
+    /// use tower_layer::Layer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+    /// let service = ClientLayer::new().layer(channel); // what a generated client wraps
+    /// # let _ = service;
+    /// # }
+    /// ```
     pub fn new() -> ClientLayer {
         ClientLayer::default()
     }
 
     /// Forwards these values instead of the default ones.
+    ///
+    /// ```
+    /// use ctxkit_grpc::{ClientLayer, Propagation};
+    ///
+    /// // Send the deadline and cancellation, but no values at all.
+    /// let layer = ClientLayer::new().propagation(Propagation::none());
+    /// # let _ = layer;
+    /// ```
     pub fn propagation(mut self, propagation: Propagation) -> ClientLayer {
         self.propagation = Arc::new(propagation);
         self
@@ -81,6 +101,16 @@ impl<S> Layer<S> for ClientLayer {
 }
 
 /// The service [`ClientLayer`] wraps around a client's transport.
+///
+/// ```
+/// use ctxkit_grpc::{ClientLayer, ClientService};
+/// use tower_layer::Layer;
+///
+/// fn wrap<S>(channel: S) -> ClientService<S> {
+///     ClientLayer::new().layer(channel) // give this to a generated client's `new`
+/// }
+/// # let _ = wrap(());
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientService<S> {
     inner: S,

@@ -50,11 +50,26 @@ impl Default for Propagation {
 
 impl Propagation {
     /// Propagates nothing.
+    ///
+    /// ```
+    /// use ctxkit_grpc::Propagation;
+    ///
+    /// assert!(Propagation::none().names().is_empty());
+    /// ```
     pub fn none() -> Propagation {
         Propagation { names: Vec::new() }
     }
 
     /// Also propagates `name`.
+    ///
+    /// ```
+    /// use ctxkit_grpc::Propagation;
+    /// use http::HeaderName;
+    ///
+    /// let propagation = Propagation::none().with(HeaderName::from_static("x-tenant"));
+    /// assert_eq!(propagation.names().len(), 1);
+    /// assert_eq!(propagation.names()[0], "x-tenant");
+    /// ```
     pub fn with(mut self, name: HeaderName) -> Propagation {
         if !self.names.contains(&name) {
             self.names.push(name);
@@ -63,6 +78,14 @@ impl Propagation {
     }
 
     /// The names propagated.
+    ///
+    /// ```
+    /// use ctxkit_grpc::Propagation;
+    ///
+    /// let propagation = Propagation::default();
+    /// let names: Vec<&str> = propagation.names().iter().map(|n| n.as_str()).collect();
+    /// assert_eq!(names, ["x-request-id", "traceparent", "tracestate", "baggage"]);
+    /// ```
     pub fn names(&self) -> &[HeaderName] {
         &self.names
     }
@@ -70,6 +93,19 @@ impl Propagation {
     /// The propagated values found in `metadata` that pass their checks, or
     /// `None` when there are none (a call without them costs no context
     /// value).
+    ///
+    /// ```
+    /// use ctxkit_grpc::Propagation;
+    /// use http::HeaderMap;
+    ///
+    /// let mut metadata = HeaderMap::new();
+    /// metadata.insert("x-request-id", "r-1".parse().unwrap());
+    /// metadata.insert("tracestate", "vendor=1".parse().unwrap()); // without traceparent
+    /// let values = Propagation::default().restore(&metadata).unwrap();
+    /// assert_eq!(values.get("x-request-id").unwrap(), "r-1");
+    /// assert!(values.get("tracestate").is_none()); // meaningless alone: dropped
+    /// assert!(Propagation::none().restore(&metadata).is_none());
+    /// ```
     pub fn restore(&self, metadata: &HeaderMap) -> Option<ForwardHeaders> {
         let mut restored: Option<ForwardHeaders> = None;
         for name in &self.names {
@@ -100,6 +136,17 @@ impl Propagation {
     /// Adds to `metadata` the propagated names that `values` holds and
     /// `metadata` does not already carry (metadata set on the call itself
     /// wins).
+    ///
+    /// ```
+    /// use ctxkit_grpc::{ForwardHeaders, Propagation};
+    /// use http::HeaderMap;
+    ///
+    /// let values = ForwardHeaders::new().with("x-request-id", "r-2").with("cookie", "secret");
+    /// let mut metadata = HeaderMap::new();
+    /// Propagation::default().forward(&values, &mut metadata);
+    /// assert_eq!(metadata.get("x-request-id").unwrap(), "r-2");
+    /// assert!(metadata.get("cookie").is_none()); // not a propagated name
+    /// ```
     pub fn forward(&self, values: &ForwardHeaders, metadata: &mut HeaderMap) {
         // A context holds a value or two: walking them, not the configured
         // names, saves a lookup per absent name on every call.

@@ -72,8 +72,25 @@
 //! assert_eq!(reply.request_id, "r-7");
 //! # });
 //! ```
+//!
+//! # Across processes
+//!
+//! The `chain` example runs each hop as a process of its own, `edge →
+//! middle → leaf`, each serving `ctxkit.demo.v1.Work` and calling the next
+//! hop under its call's context. The caller's budget reaches the leaf less
+//! the transit, a cancel by the caller stops every hop, and an expired
+//! budget sends nothing (the commands and their output are in the crate's
+//! README and in the guide, `docs/guide.md` section 8; `tests/chain.rs`
+//! runs them):
+//!
+//! ```text
+//! cargo run -p ctxkit-grpc --example chain -- serve --name leaf --listen 127.0.0.1:7003
+//! cargo run -p ctxkit-grpc --example chain -- serve --name middle --listen 127.0.0.1:7002 --next http://127.0.0.1:7003
+//! cargo run -p ctxkit-grpc --example chain -- serve --name edge --listen 127.0.0.1:7001 --next http://127.0.0.1:7002
+//! cargo run -p ctxkit-grpc --example chain -- call --to http://127.0.0.1:7001 --budget-ms 300 --request-id r-1
+//! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod client;
 mod forward;

@@ -19,10 +19,27 @@ use ctxkit::Context;
 pub trait RequestExt {
     /// The request's context; [`Context::background`] when it has none
     /// (the server was built without [`ServerLayer`](crate::ServerLayer)).
+    ///
+    /// ```
+    /// use ctxkit_grpc::RequestExt;
+    ///
+    /// let request = tonic::Request::new(());
+    /// assert!(!request.context().is_done()); // no layer: a background context
+    /// ```
     fn context(&self) -> Context;
 
     /// The request, to be sent under `ctx`: its deadline, cancellation and
     /// forwarded values apply to the call.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::RequestExt;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let request = tonic::Request::new(()).with_context(&ctx);
+    /// cancel.cancel();
+    /// assert!(request.context().is_done()); // the same context
+    /// ```
     fn with_context(self, ctx: &Context) -> Self;
 }
 

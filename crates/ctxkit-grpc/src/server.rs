@@ -79,6 +79,15 @@ struct Config {
 impl ServerLayer {
     /// Calls get contexts derived from `root`; no maximum deadline;
     /// the [default](Propagation::default) values are restored.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::ServerLayer;
+    ///
+    /// let (root, shutdown) = Context::background().with_cancel();
+    /// let layer = ServerLayer::new(root); // cancelling `shutdown` ends every call
+    /// # let _ = (layer, shutdown);
+    /// ```
     pub fn new(root: Context) -> ServerLayer {
         ServerLayer {
             config: Arc::new(Config {
@@ -91,6 +100,15 @@ impl ServerLayer {
 
     /// No call runs longer than `max`, whatever its caller sends (or when
     /// it sends no deadline).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::ServerLayer;
+    /// use std::time::Duration;
+    ///
+    /// let layer = ServerLayer::new(Context::background()).max_timeout(Duration::from_secs(10));
+    /// # let _ = layer;
+    /// ```
     pub fn max_timeout(mut self, max: Duration) -> ServerLayer {
         Arc::make_mut(&mut self.config).max_timeout = Some(max);
         self
@@ -98,6 +116,16 @@ impl ServerLayer {
 
     /// Restores these values from the caller's metadata instead of the
     /// default ones.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::{Propagation, ServerLayer};
+    /// use http::HeaderName;
+    ///
+    /// let layer = ServerLayer::new(Context::background())
+    ///     .propagation(Propagation::default().with(HeaderName::from_static("x-tenant")));
+    /// # let _ = layer;
+    /// ```
     pub fn propagation(mut self, propagation: Propagation) -> ServerLayer {
         Arc::make_mut(&mut self.config).propagation = propagation;
         self
@@ -116,6 +144,17 @@ impl<S> Layer<S> for ServerLayer {
 }
 
 /// The service [`ServerLayer`] wraps around a server's routes.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_grpc::{ServerLayer, ServerService};
+/// use tower_layer::Layer;
+///
+/// fn wrap<S>(inner: S) -> ServerService<S> {
+///     ServerLayer::new(Context::background()).layer(inner) // what Server::builder().layer(..) does
+/// }
+/// # let _ = wrap(());
+/// ```
 #[derive(Clone, Debug)]
 pub struct ServerService<S> {
     inner: S,

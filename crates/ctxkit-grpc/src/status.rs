@@ -25,6 +25,15 @@ use tonic::{Code, Status};
 /// ```
 pub trait IntoStatus {
     /// The status for this error.
+    ///
+    /// ```
+    /// use ctxkit::Error;
+    /// use ctxkit_grpc::IntoStatus;
+    /// use tonic::Code;
+    ///
+    /// assert_eq!(Error::DeadlineExceeded.into_status().code(), Code::DeadlineExceeded);
+    /// assert_eq!(Error::Canceled.into_status().message(), "context canceled");
+    /// ```
     fn into_status(self) -> Status;
 }
 

@@ -17,14 +17,49 @@
 //! ```
 
 /// At most this many `baggage` members are kept (W3C Baggage).
+///
+/// ```
+/// use ctxkit_grpc::w3c;
+///
+/// let many = (0..100).map(|n| format!("k{n}=v")).collect::<Vec<_>>().join(",");
+/// let held = w3c::held_baggage(many.as_bytes()).unwrap();
+/// assert_eq!(held.split(',').count(), w3c::BAGGAGE_MAX_MEMBERS); // the leading 64
+/// ```
 pub const BAGGAGE_MAX_MEMBERS: usize = 64;
 /// At most this many bytes of `baggage` are kept (W3C Baggage).
+///
+/// ```
+/// use ctxkit_grpc::w3c;
+///
+/// let long = format!("k={}", "v".repeat(10_000));
+/// assert!(w3c::held_baggage(long.as_bytes()).map_or(0, |b| b.len()) <= w3c::BAGGAGE_MAX_BYTES);
+/// ```
 pub const BAGGAGE_MAX_BYTES: usize = 8192;
 /// A `tracestate` with more members than this is dropped (W3C Trace Context).
+///
+/// ```
+/// use ctxkit_grpc::w3c;
+///
+/// assert_eq!(w3c::TRACESTATE_MAX_MEMBERS, 32); // more members: the header is dropped
+/// ```
 pub const TRACESTATE_MAX_MEMBERS: usize = 32;
 /// A request id longer than this is dropped.
+///
+/// ```
+/// use ctxkit_grpc::w3c;
+///
+/// assert!(w3c::valid_request_id(&[b'x'; w3c::REQUEST_ID_MAX_BYTES]));
+/// assert!(!w3c::valid_request_id(&[b'x'; w3c::REQUEST_ID_MAX_BYTES + 1]));
+/// ```
 pub const REQUEST_ID_MAX_BYTES: usize = 256;
 /// Any other forwarded value longer than this is dropped.
+///
+/// ```
+/// use ctxkit_grpc::w3c;
+///
+/// assert!(w3c::valid_other(&[b'x'; w3c::OTHER_MAX_BYTES]));
+/// assert!(!w3c::valid_other(&[b'x'; w3c::OTHER_MAX_BYTES + 1]));
+/// ```
 pub const OTHER_MAX_BYTES: usize = 4096;
 
 const TRACEPARENT_LEN: usize = 55;
@@ -149,6 +184,14 @@ pub fn valid_request_id(value: &[u8]) -> bool {
 
 /// Whether `value` can be forwarded under a name with no format of its
 /// own: 1 to [`OTHER_MAX_BYTES`] printable ASCII characters.
+///
+/// ```
+/// use ctxkit_grpc::w3c::valid_other;
+///
+/// assert!(valid_other(b"tenant acme"));
+/// assert!(!valid_other(b"")); // empty
+/// assert!(!valid_other(b"line\nbreak")); // not printable
+/// ```
 pub fn valid_other(value: &[u8]) -> bool {
     (1..=OTHER_MAX_BYTES).contains(&value.len())
         && value.iter().all(|&b| b == b' ' || b.is_ascii_graphic())

@@ -74,6 +74,12 @@ impl TimeoutHeader {
         [TimeoutHeader::GrpcTimeout, TimeoutHeader::ConnectTimeoutMs];
 
     /// The header's name, lower case as HTTP/2 sends it.
+    ///
+    /// ```
+    /// use ctxkit_http::deadline_header::TimeoutHeader;
+    ///
+    /// assert_eq!(TimeoutHeader::GrpcTimeout.name(), "grpc-timeout");
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             TimeoutHeader::GrpcTimeout => "grpc-timeout",
@@ -82,6 +88,13 @@ impl TimeoutHeader {
     }
 
     /// What a well-formed value looks like, for error messages.
+    ///
+    /// ```
+    /// use ctxkit_http::deadline_header::TimeoutHeader;
+    ///
+    /// let error = TimeoutHeader::GrpcTimeout.decode(b"soon").unwrap_err();
+    /// assert!(error.to_string().ends_with(TimeoutHeader::GrpcTimeout.expected_format()));
+    /// ```
     pub const fn expected_format(self) -> &'static str {
         match self {
             TimeoutHeader::GrpcTimeout => {
@@ -212,6 +225,13 @@ impl fmt::Display for TimeoutHeader {
 /// Its `Display` names the header, what was wrong and what is expected, so
 /// that it can be sent back to the caller as it is (a 400 body, a gRPC
 /// status message).
+///
+/// ```
+/// use ctxkit_http::deadline_header::TimeoutHeader;
+///
+/// let error = TimeoutHeader::GrpcTimeout.decode(b"5 S").unwrap_err();
+/// assert!(error.to_string().starts_with("malformed grpc-timeout header: "));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderError {
     header: TimeoutHeader,

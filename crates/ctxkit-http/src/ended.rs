@@ -34,6 +34,20 @@ impl Ended {
     /// Why `ctx` (or the ancestor whose end reached it) ended, if an
     /// `Ended` was its cause; `None` while it is live and when something
     /// else (a deadline, a plain cancel) ended it.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::Ended;
+    /// use std::time::Duration;
+    ///
+    /// let (connection, close) = Context::background().with_cancel();
+    /// let (request, _request_done) = connection.with_cancel();
+    /// close.cancel_with(Ended::Shutdown);
+    /// assert_eq!(Ended::of(&request), Some(Ended::Shutdown)); // reached it from above
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::ZERO);
+    /// assert_eq!(Ended::of(&ctx), None); // a deadline is not an `Ended`
+    /// ```
     pub fn of(ctx: &Context) -> Option<Ended> {
         ctx.cause()?.downcast_ref::<Ended>().copied()
     }

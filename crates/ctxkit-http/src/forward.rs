@@ -24,6 +24,12 @@ use http::HeaderMap;
 pub struct ForwardHeaders(HeaderMap);
 
 /// The headers forwarded when nothing else is configured.
+///
+/// ```
+/// use ctxkit_http::DEFAULT_FORWARDED;
+///
+/// assert_eq!(DEFAULT_FORWARDED.map(|name| name.to_string()), ["x-request-id", "traceparent", "baggage"]);
+/// ```
 pub const DEFAULT_FORWARDED: [HeaderName; 3] = [
     HeaderName::from_static("x-request-id"),
     HeaderName::from_static("traceparent"),
@@ -32,6 +38,12 @@ pub const DEFAULT_FORWARDED: [HeaderName; 3] = [
 
 impl ForwardHeaders {
     /// No headers.
+    ///
+    /// ```
+    /// use ctxkit_http::ForwardHeaders;
+    ///
+    /// assert!(ForwardHeaders::new().headers().is_empty());
+    /// ```
     pub fn new() -> ForwardHeaders {
         ForwardHeaders::default()
     }
@@ -43,6 +55,13 @@ impl ForwardHeaders {
     /// If `name` is not a valid header name or `value` not a valid header
     /// value; build them with [`HeaderName`] / [`HeaderValue`] and use
     /// [`insert`](Self::insert) for values from outside.
+    ///
+    /// ```
+    /// use ctxkit_http::ForwardHeaders;
+    ///
+    /// let values = ForwardHeaders::new().with("x-request-id", "r-1").with("x-request-id", "r-2");
+    /// assert_eq!(values.get("x-request-id").unwrap(), "r-2"); // replaced
+    /// ```
     pub fn with(mut self, name: &'static str, value: &'static str) -> ForwardHeaders {
         self.insert(
             HeaderName::from_static(name),
@@ -52,27 +71,77 @@ impl ForwardHeaders {
     }
 
     /// Sets `name` to `value`, replacing an earlier value.
+    ///
+    /// ```
+    /// use ctxkit_http::ForwardHeaders;
+    /// use http::{HeaderName, HeaderValue};
+    ///
+    /// let mut values = ForwardHeaders::new();
+    /// let from_outside = HeaderValue::from_str("tenant=acme").unwrap(); // checked, no panic
+    /// values.insert(HeaderName::from_static("baggage"), from_outside);
+    /// assert_eq!(values.headers().len(), 1);
+    /// assert_eq!(values.get("baggage").unwrap(), "tenant=acme");
+    /// ```
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         self.0.insert(name, value);
     }
 
     /// The value of `name`, if any.
+    ///
+    /// ```
+    /// use ctxkit_http::ForwardHeaders;
+    ///
+    /// let values = ForwardHeaders::new().with("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    /// assert!(values.get("traceparent").is_some());
+    /// assert!(values.get("baggage").is_none());
+    /// ```
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
         self.0.get(name)
     }
 
     /// All the headers.
+    ///
+    /// ```
+    /// use ctxkit_http::ForwardHeaders;
+    ///
+    /// let values = ForwardHeaders::new().with("x-request-id", "r-1").with("baggage", "k=v");
+    /// let names: Vec<&str> = values.headers().keys().map(|name| name.as_str()).collect();
+    /// assert_eq!(names.len(), 2);
+    /// ```
     pub fn headers(&self) -> &HeaderMap {
         &self.0
     }
 
     /// The `ForwardHeaders` nearest to `ctx`, if any.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::ForwardHeaders;
+    ///
+    /// assert!(ForwardHeaders::of(&Context::background()).is_none());
+    /// let ctx = Context::background().with_value(ForwardHeaders::new().with("x-request-id", "r-1"));
+    /// let (child, _cancel) = ctx.with_cancel();
+    /// assert!(ForwardHeaders::of(&child).is_some()); // inherited
+    /// ```
     pub fn of(ctx: &Context) -> Option<&ForwardHeaders> {
         ctx.value::<ForwardHeaders>()
     }
 
     /// The headers among `names` present in `headers`, or `None` when there
     /// are none (so that a request without them costs no context value).
+    ///
+    /// ```
+    /// use ctxkit_http::{ForwardHeaders, DEFAULT_FORWARDED};
+    /// use http::HeaderMap;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-request-id", "r-9".parse().unwrap());
+    /// headers.insert("cookie", "secret".parse().unwrap());
+    /// let kept = ForwardHeaders::capture(&headers, &DEFAULT_FORWARDED).unwrap();
+    /// assert_eq!(kept.get("x-request-id").unwrap(), "r-9");
+    /// assert!(kept.get("cookie").is_none()); // only the names asked for
+    /// assert!(ForwardHeaders::capture(&HeaderMap::new(), &DEFAULT_FORWARDED).is_none());
+    /// ```
     pub fn capture(headers: &HeaderMap, names: &[HeaderName]) -> Option<ForwardHeaders> {
         let mut captured = HeaderMap::new();
         for name in names {

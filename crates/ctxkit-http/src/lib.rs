@@ -44,8 +44,60 @@
 //!   drops the request at end of file, even if the handler neither reads
 //!   nor writes. A request whose body the handler has not read is noticed
 //!   when the handler reads it or writes the response.
+//!
+//! # A server and a client
+//!
+//! The caller's deadline reaches the handler's context, and a done context
+//! sends nothing (the guide's HTTP example, `docs/guide.md` section 8 in
+//! the repository):
+//!
+//! ```
+//! use ctxkit::{Context, Error};
+//! use ctxkit_http::client::RequestBuilderExt;
+//! use ctxkit_http::{ContextLayer, RequestContext, Server};
+//! use std::time::Duration;
+//!
+//! async fn work(ctx: RequestContext) -> String {
+//!     // The caller's budget arrived as a header: the request context has it.
+//!     let left = ctx.remaining().expect("the caller sent a deadline");
+//!     match ctx.run(tokio::time::sleep(Duration::from_millis(10))).await {
+//!         Ok(()) => format!("done, {} ms were left", left.as_millis()),
+//!         Err(err) => format!("stopped: {err}"),
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let (root, shutdown) = Context::background().with_cancel(); // or signal::notify_context_tokio
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let url = format!("http://{}/work", listener.local_addr()?);
+//!     let app = axum::Router::new().route("/work", axum::routing::get(work));
+//!     let server = tokio::spawn(
+//!         Server::new(ContextLayer::new(root).max_timeout(Duration::from_secs(10)))
+//!             .grace(Duration::from_secs(1))
+//!             .serve(listener, app),
+//!     );
+//!
+//!     // A caller with a 2 s budget: the server's request context gets it.
+//!     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(2));
+//!     let response = reqwest::Client::new().get(&url).send_ctx(&ctx).await?;
+//!     let body = response.text().await?;
+//!     assert!(body.starts_with("done"), "{body}");
+//!
+//!     // A caller whose context is already done sends nothing.
+//!     let (ctx, cancel) = Context::background().with_cancel();
+//!     cancel.cancel();
+//!     let err = reqwest::Client::new().get(&url).send_ctx(&ctx).await.unwrap_err();
+//!     assert_eq!(err.context_error(), Some(Error::Canceled));
+//!
+//!     shutdown.cancel(); // graceful shutdown: stop accepting, drain, report
+//!     let report = server.await??;
+//!     assert_eq!(report.cancelled, 0);
+//!     Ok(())
+//! }
+//! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod deadline_header;
 

@@ -41,6 +41,14 @@ enum Repr {
 impl Error {
     /// An error for a call stopped by a context that ended with `err`; the
     /// cause is `ctxkit::Error` itself when `cause` is `None` (as in ctxkit).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let cause: ctxkit::Cause = Arc::new(ctxkit::Message::new("shutting down"));
+    /// let err = ctxkit_sql::Error::from_context(ctxkit::Error::Canceled, Some(cause));
+    /// assert_eq!(err.cause().unwrap().to_string(), "shutting down");
+    /// ```
     pub fn from_context(err: ctxkit::Error, cause: Option<ctxkit::Cause>) -> Error {
         let cause = cause.unwrap_or_else(|| std::sync::Arc::new(err));
         Error {
@@ -74,6 +82,21 @@ impl Error {
     }
 
     /// `Some` when a context stopped the call: `Canceled` or `DeadlineExceeded`.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel();
+    /// let err = conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", []).unwrap_err();
+    /// assert_eq!(err.context_error(), Some(Error::Canceled)); // refused: nothing ran
+    ///
+    /// let err = conn.execute_ctx(&Context::background(), "NOT SQL", []).unwrap_err();
+    /// assert_eq!(err.context_error(), None); // the database said no
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn context_error(&self) -> Option<ctxkit::Error> {
         match &self.repr {
             Repr::Context { err, .. } => Some(*err),
@@ -82,6 +105,18 @@ impl Error {
     }
 
     /// The stopping context's cause, `None` for a driver error.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Message};
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with(Message::new("request abandoned"));
+    /// let err = conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", []).unwrap_err();
+    /// assert_eq!(err.cause().unwrap().to_string(), "request abandoned");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cause(&self) -> Option<ctxkit::Cause> {
         match &self.repr {
             Repr::Context { cause, .. } => Some(cause.clone()),
@@ -91,6 +126,17 @@ impl Error {
 
     /// The driver's error, if there is one (same as `source()`, typed for
     /// downcasting: `err.driver_error()?.downcast_ref::<rusqlite::Error>()`).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let err = conn.execute_ctx(&Context::background(), "NOT SQL", []).unwrap_err();
+    /// let driver = err.driver_error().unwrap();
+    /// assert!(driver.downcast_ref::<rusqlite::Error>().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn driver_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match &self.repr {
             Repr::Context { source, .. } => source.as_deref(),

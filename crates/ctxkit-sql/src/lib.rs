@@ -30,7 +30,45 @@
 //! assert_eq!(one, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![warn(missing_docs)]
+//!
+//! # Transactions, and PostgreSQL
+//!
+//! A transaction whose context ends is rolled back whole:
+//!
+//! ```
+//! use ctxkit::Context;
+//! use ctxkit_sql::sqlite::ConnectionExt;
+//!
+//! let mut conn = rusqlite::Connection::open_in_memory()?;
+//! conn.execute_ctx(&Context::background(), "CREATE TABLE t (x INTEGER)", [])?;
+//! let (ctx, cancel) = Context::background().with_cancel();
+//! let tx = conn.transaction_ctx(&ctx)?;
+//! tx.execute_ctx("INSERT INTO t VALUES (1)", [])?;
+//! cancel.cancel();
+//! assert!(tx.commit().is_err()); // the context's error; nothing written
+//! let rows: i64 = conn.query_row_ctx(&Context::background(), "SELECT count(*) FROM t", [], |r| r.get(0))?;
+//! assert_eq!(rows, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! PostgreSQL (feature `postgres`) has the same calls on a
+//! `tokio_postgres::Client`, also through a deadpool-postgres client; the
+//! crate's tests run them against a real server:
+//!
+//! ```
+//! # #[cfg(feature = "postgres")]
+//! # mod example {
+//! use ctxkit::Context;
+//! use ctxkit_sql::postgres::ClientExt;
+//!
+//! async fn pay(ctx: &Context, client: &tokio_postgres::Client, id: i32) -> Result<(), ctxkit_sql::Error> {
+//!     let tx = client.transaction_ctx(ctx).await?;
+//!     tx.execute_ctx("UPDATE orders SET paid = true WHERE id = $1", &[&id]).await?;
+//!     tx.commit().await // the context's error, and a rollback, if it ended
+//! }
+//! # }
+//! ```
+#![deny(missing_docs)]
 
 mod error;
 

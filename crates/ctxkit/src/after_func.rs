@@ -12,6 +12,20 @@ use std::fmt;
 /// done; [`stop`](AfterFunc::stop) unschedules it.
 ///
 /// Dropping an `AfterFunc` does not stop it.
+///
+/// ```
+/// use ctxkit::Context;
+/// use std::sync::mpsc;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let (ran, runs) = mpsc::channel();
+/// let first = ctx.after_func(move || ran.send("first").unwrap());
+/// let second = ctx.after_func(|| unreachable!("stopped in time"));
+/// assert!(second.stop()); // unscheduled: it will never run
+/// cancel.cancel();
+/// assert_eq!(runs.recv().unwrap(), "first");
+/// assert!(!first.stop()); // too late: its run was committed by the cancel
+/// ```
 pub struct AfterFunc {
     state: State,
     /// Set by the first `stop`. A registry key is removed by its owner at most

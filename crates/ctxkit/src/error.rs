@@ -40,6 +40,13 @@ pub enum Error {
 
 impl Error {
     /// True for [`Error::DeadlineExceeded`], as Go's `Timeout()` is.
+    ///
+    /// ```
+    /// use ctxkit::Error;
+    ///
+    /// assert!(Error::DeadlineExceeded.is_timeout());
+    /// assert!(!Error::Canceled.is_timeout());
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::DeadlineExceeded)
     }
@@ -124,6 +131,15 @@ pub struct Message(Cow<'static, str>);
 impl Message {
     /// A cause whose `Display` is `message`. A `&'static str` is kept as
     /// is; a `String` is moved in.
+    ///
+    /// ```
+    /// use ctxkit::Message;
+    ///
+    /// let fixed = Message::new("shutting down"); // kept as is, no allocation
+    /// let built = Message::new(format!("worker {} failed", 3)); // moved in
+    /// assert_eq!(fixed.to_string(), "shutting down");
+    /// assert_eq!(built.to_string(), "worker 3 failed");
+    /// ```
     pub fn new(message: impl Into<Cow<'static, str>>) -> Message {
         Message(message.into())
     }

@@ -139,12 +139,13 @@
 //! assert_eq!(fetch(&Context::background()), "my own deadline");
 //! let mut seen = "";
 //! let _ = group::scope(&Context::background(), |g| {
-//!     g.spawn(|_| Err(Message::new("sibling failed")));
+//!     // Spawned first: a group whose context is done starts nothing more.
 //!     g.spawn(|ctx| {
 //!         ctx.wait(); // the group's context ends first...
 //!         seen = fetch(ctx); // ...so this fetch is born ended
 //!         Ok(())
 //!     });
+//!     g.spawn(|_| Err(Message::new("sibling failed")));
 //! });
 //! assert_eq!(seen, "ended from above: a parent, or a failed sibling");
 //! ```
@@ -167,6 +168,40 @@
 //! exits: building and dropping a tree of contexts then rarely reaches
 //! `malloc` at all.
 //!
+//! # Debugging
+//!
+//! `Debug` prints the chain like Go's `String()`, with a note on a context
+//! that its dropped handle ended; [`Context::cause`] says why a context
+//! ended; [`Context::registrations`] and [`diagnostics::pending_deadlines`]
+//! show what a tree still holds:
+//!
+//! ```
+//! use ctxkit::{diagnostics, Context};
+//! use std::time::Duration;
+//!
+//! let (server, _shutdown) = Context::background().with_cancel();
+//! let before = diagnostics::pending_deadlines();
+//! {
+//!     let (request, _done) = server.with_timeout(Duration::from_secs(30));
+//!     assert_eq!(server.registrations(), 1);
+//!     assert_eq!(diagnostics::pending_deadlines(), before + 1);
+//!     let (ctx, _) = request.with_cancel(); // the `_` mistake, named:
+//!     assert!(format!("{ctx:?}").ends_with(".WithCancel(canceled: CancelHandle dropped)"));
+//! }
+//! assert_eq!(server.registrations(), 0); // nothing left behind
+//! assert_eq!(diagnostics::pending_deadlines(), before);
+//! ```
+//!
+//! # The guide
+//!
+//! The repository's `docs/guide.md` tells the whole story in order: the
+//! stop-work-order picture, the problem, the context tree, the idiomatic
+//! program for threads and async, the pitfalls, when to use a context and
+//! when not, the patterns ([`group`], `pool`, [`pipeline`], [`or_done`],
+//! `parallel`, `signal`, [`process`], [`net`]), services and debugging, with
+//! a Go → ctxkit table and a section for tokio-util users. Every Rust block
+//! in it runs as a test.
+//!
 //! # Features
 //!
 //! - `crossbeam`: `Context::done_receiver()`, a channel for `select!`; the
@@ -176,7 +211,7 @@
 //! - `signal`: contexts cancelled by SIGINT / SIGTERM (module `signal`).
 //! - `rayon`: parallel iteration that stops early on cancellation.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 // On docs.rs (`--cfg docsrs`, nightly), every item gated on a feature shows
 // a badge naming the feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -223,6 +258,18 @@ pub use handle::CancelHandle;
 pub use wait::{Done, OwnedDone};
 
 /// Process-wide diagnostics, for leak checks in tests and for metrics.
+///
+/// ```
+/// use ctxkit::{diagnostics, Context};
+/// use std::time::Duration;
+///
+/// let before = diagnostics::pending_deadlines();
+/// let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(60));
+/// assert_eq!(diagnostics::pending_deadlines(), before + 1);
+/// drop(cancel); // cancels: the deadline leaves the timer at once
+/// assert_eq!(diagnostics::pending_deadlines(), before);
+/// # drop(ctx);
+/// ```
 pub mod diagnostics {
     /// How many deadlines the shared timer holds: one per live context with a
     /// deadline of its own. Cancelled and dropped contexts leave at once.

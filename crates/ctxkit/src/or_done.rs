@@ -123,6 +123,15 @@ mod channel {
     /// ```
     pub trait ReceiverExt<T> {
         /// Iterates until the channel runs out or `ctx` is done; see [`OrDone`].
+        ///
+        /// ```
+        /// use ctxkit::{or_done::ReceiverExt, Context};
+        ///
+        /// let (tx, rx) = crossbeam_channel::bounded(1);
+        /// tx.send(5).unwrap();
+        /// drop(tx);
+        /// assert_eq!(rx.until_done(&Context::background()).sum::<i32>(), 5);
+        /// ```
         fn until_done(&self, ctx: &Context) -> OrDone<T>;
     }
 
@@ -154,6 +163,22 @@ mod channel {
     /// [`done_receiver`](Context::done_receiver), which stays registered with
     /// the context until the context ends (not when the iterator is dropped):
     /// make one iterator per loop, not one per item.
+    ///
+    /// ```
+    /// use ctxkit::{or_done::ReceiverExt, Context, Error};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// tx.send(1).unwrap();
+    /// let mut items = rx.until_done(&ctx);
+    /// assert_eq!(items.next(), Some(1));
+    /// // The channel stays open (`tx` lives): only the cancel can end the wait.
+    /// let canceller = std::thread::spawn(move || cancel.cancel());
+    /// assert_eq!(items.next(), None);
+    /// assert_eq!(items.err(), Some(Error::Canceled));
+    /// canceller.join().unwrap();
+    /// drop(tx);
+    /// ```
     pub struct OrDone<T> {
         ctx: Context,
         items: Receiver<T>,

@@ -189,6 +189,25 @@ impl Context {
 /// [`Error`] once it is done.
 ///
 /// Dropping it before it resolves removes its registration.
+///
+/// ```
+/// use ctxkit::{Context, Error};
+/// use std::future::Future;
+/// use std::task::{Context as TaskContext, Poll, Waker};
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let mut task = TaskContext::from_waker(Waker::noop());
+///
+/// let mut done = Box::pin(ctx.done());
+/// assert_eq!(done.as_mut().poll(&mut task), Poll::Pending);
+/// assert_eq!(ctx.registrations(), 1); // its waker is registered...
+/// drop(done);
+/// assert_eq!(ctx.registrations(), 0); // ...and leaves with it
+///
+/// let mut done = Box::pin(ctx.done());
+/// cancel.cancel();
+/// assert_eq!(done.as_mut().poll(&mut task), Poll::Ready(Error::Canceled));
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Done<'a> {
     scope: Option<&'a Scope>,
@@ -219,6 +238,23 @@ impl fmt::Debug for Done<'_> {
 /// [`Done`] that owns a clone of its context instead of borrowing it, for
 /// futures and streams that must be `'static` (stored in a struct, moved
 /// into `tokio::spawn`). Returned by [`Context::done_owned`].
+///
+/// ```
+/// use ctxkit::{Context, Error, OwnedDone};
+/// use std::future::Future;
+/// use std::task::{Context as TaskContext, Poll, Waker};
+///
+/// fn closed(ctx: &Context) -> OwnedDone {
+///     ctx.done_owned() // borrows nothing: may outlive `ctx`
+/// }
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let mut done = Box::pin(closed(&ctx));
+/// drop(ctx);
+/// cancel.cancel();
+/// let mut task = TaskContext::from_waker(Waker::noop());
+/// assert_eq!(done.as_mut().poll(&mut task), Poll::Ready(Error::Canceled));
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct OwnedDone {
     ctx: Context,

@@ -41,6 +41,16 @@ impl<E> ClientError<E> {
     /// # Panics
     ///
     /// If `ctx` is still live: a context that did not end stopped nothing.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Message};
+    /// use ctxkit_http::client::ClientError;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with(Message::new("user left"));
+    /// let error = ClientError::<std::io::Error>::from_context(&ctx);
+    /// assert_eq!(error.cause().unwrap().to_string(), "user left");
+    /// ```
     pub fn from_context(ctx: &Context) -> ClientError<E> {
         let error = ctx
             .err()
@@ -50,6 +60,16 @@ impl<E> ClientError<E> {
     }
 
     /// The context's error when the context stopped the request.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_http::client::ClientError;
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::ZERO);
+    /// let error = ClientError::<std::io::Error>::from_context(&ctx);
+    /// assert_eq!(error.context_error(), Some(Error::DeadlineExceeded));
+    /// ```
     pub fn context_error(&self) -> Option<ctxkit::Error> {
         match self {
             ClientError::Context { error, .. } => Some(*error),
@@ -58,6 +78,16 @@ impl<E> ClientError<E> {
     }
 
     /// The context's cause when the context stopped the request.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_http::client::ClientError;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel(); // no cause given: the error itself
+    /// let error = ClientError::<std::io::Error>::from_context(&ctx);
+    /// assert_eq!(error.cause().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+    /// ```
     pub fn cause(&self) -> Option<Cause> {
         match self {
             ClientError::Context { cause, .. } => Some(cause.clone()),
@@ -66,6 +96,15 @@ impl<E> ClientError<E> {
     }
 
     /// The inner client's error, if that is what failed.
+    ///
+    /// ```
+    /// use ctxkit_http::client::ClientError;
+    ///
+    /// let error = ClientError::Inner(std::io::Error::other("connection refused"));
+    /// assert_eq!(error.context_error(), None);
+    /// assert!(error.cause().is_none());
+    /// assert_eq!(error.inner().unwrap().to_string(), "connection refused");
+    /// ```
     pub fn inner(&self) -> Option<&E> {
         match self {
             ClientError::Context { .. } => None,

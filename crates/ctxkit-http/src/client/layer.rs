@@ -60,6 +60,15 @@ pub struct PropagateLayer {
 
 impl PropagateLayer {
     /// A layer that propagates as `propagation` says.
+    ///
+    /// ```
+    /// use ctxkit_http::client::{PropagateLayer, Propagation};
+    /// use ctxkit_http::deadline_header::TimeoutHeader;
+    ///
+    /// // Only grpc-timeout, for a gRPC-speaking backend.
+    /// let layer = PropagateLayer::new(Propagation::new().deadline_headers(&[TimeoutHeader::GrpcTimeout]));
+    /// # let _ = layer;
+    /// ```
     pub fn new(propagation: Propagation) -> PropagateLayer {
         PropagateLayer {
             propagation: Arc::new(propagation),
@@ -79,6 +88,16 @@ impl<S> Layer<S> for PropagateLayer {
 }
 
 /// The [`Service`] of [`PropagateLayer`]: see there.
+///
+/// ```
+/// use ctxkit_http::client::{PropagateLayer, PropagateService, Propagation};
+/// use tower_layer::Layer;
+///
+/// fn wrap<S>(client: S) -> PropagateService<S> {
+///     PropagateLayer::new(Propagation::new()).layer(client)
+/// }
+/// # let _ = wrap(());
+/// ```
 #[derive(Clone, Debug)]
 pub struct PropagateService<S> {
     inner: S,

@@ -53,17 +53,46 @@ impl Default for Propagation {
 
 impl Propagation {
     /// Both deadline headers, the three default forwarded headers.
+    ///
+    /// ```
+    /// use ctxkit_http::client::Propagation;
+    ///
+    /// let propagation = Propagation::new(); // grpc-timeout, connect-timeout-ms, x-request-id, traceparent, baggage
+    /// # let _ = propagation;
+    /// ```
     pub fn new() -> Propagation {
         Propagation::default()
     }
 
     /// The formats the remaining deadline is sent in (none: send none).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::client::Propagation;
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
+    /// let mut headers = http::HeaderMap::new();
+    /// Propagation::new().deadline_headers(&[]).apply(&ctx, &mut headers).unwrap();
+    /// assert!(headers.is_empty()); // the deadline is not sent on
+    /// ```
     pub fn deadline_headers(mut self, headers: &[TimeoutHeader]) -> Propagation {
         self.deadline_headers = headers.to_vec();
         self
     }
 
     /// The [`ForwardHeaders`] sent on.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::client::Propagation;
+    /// use ctxkit_http::ForwardHeaders;
+    ///
+    /// let ctx = Context::background().with_value(ForwardHeaders::new().with("x-request-id", "r-3"));
+    /// let mut headers = http::HeaderMap::new();
+    /// Propagation::new().forwarded_headers(&[]).apply(&ctx, &mut headers).unwrap();
+    /// assert!(headers.is_empty()); // nothing forwarded, no deadline to send
+    /// ```
     pub fn forwarded_headers(mut self, names: &[HeaderName]) -> Propagation {
         self.forwarded = names.to_vec();
         self
@@ -76,6 +105,16 @@ impl Propagation {
     /// The context's error if it is already done: send nothing then
     /// ([`ClientError::from_context`](super::ClientError::from_context) gives
     /// the error with its cause).
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_http::client::Propagation;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel();
+    /// let mut headers = http::HeaderMap::new();
+    /// assert_eq!(Propagation::new().apply(&ctx, &mut headers), Err(Error::Canceled));
+    /// ```
     pub fn apply(&self, ctx: &Context, headers: &mut HeaderMap) -> Result<(), ctxkit::Error> {
         ctx.check()?;
         if let Some(remaining) = ctx.remaining() {

@@ -8,6 +8,16 @@ use ctxkit::Context;
 use std::future::Future;
 
 /// The result of a reqwest call made under a context.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::client::{reqwest::Result, RequestBuilderExt};
+///
+/// async fn fetch(ctx: &Context, url: &str) -> Result<String> {
+///     reqwest::Client::new().get(url).send_ctx(ctx).await?.text().await
+/// }
+/// # let _ = fetch;
+/// ```
 pub type Result<T> = std::result::Result<T, ClientError<reqwest::Error>>;
 
 /// Sends a `reqwest::RequestBuilder` under a [`Context`]: the remaining
@@ -26,6 +36,20 @@ pub type Result<T> = std::result::Result<T, ClientError<reqwest::Error>>;
 /// ```
 pub trait RequestBuilderExt {
     /// Sends the request under `ctx`, propagating as [`Propagation::new`].
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_http::client::RequestBuilderExt;
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() {
+    ///     let (ctx, cancel) = Context::background().with_cancel();
+    ///     cancel.cancel();
+    ///     // A done context sends nothing: no server is needed to see it.
+    ///     let result = reqwest::Client::new().get("http://127.0.0.1:9/").send_ctx(&ctx).await;
+    ///     assert_eq!(result.unwrap_err().context_error(), Some(Error::Canceled));
+    /// }
+    /// ```
     fn send_ctx(self, ctx: &Context) -> impl Future<Output = Result<ContextResponse>> + Send;
 
     /// Sends the request under `ctx`, propagating as `propagation` says.
@@ -88,6 +112,35 @@ async fn stopped_by<T>(
 
 /// A `reqwest::Response` whose body reads stop with the context's error
 /// when the context ends. It derefs to the response for its head.
+///
+/// ```
+/// use ctxkit::{Context, Error};
+/// use ctxkit_http::client::RequestBuilderExt;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // A server that sends the head and one chunk of the body, then stalls.
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+///     let url = format!("http://{}/", listener.local_addr()?);
+///     tokio::spawn(async move {
+///         let (mut socket, _) = listener.accept().await.unwrap();
+///         let _ = socket.read(&mut [0; 1024]).await;
+///         let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+///         socket.write_all(head.as_bytes()).await.unwrap();
+///         std::future::pending::<()>().await; // the rest never comes
+///     });
+///
+///     let (ctx, cancel) = Context::background().with_cancel();
+///     let mut response = reqwest::Client::new().get(&url).send_ctx(&ctx).await?;
+///     assert_eq!(response.status(), 200); // the head, through Deref
+///     assert_eq!(response.chunk().await?.unwrap(), "hello");
+///     cancel.cancel();
+///     let err = response.chunk().await.unwrap_err(); // would wait forever
+///     assert_eq!(err.context_error(), Some(Error::Canceled));
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct ContextResponse {
     ctx: Context,

@@ -18,6 +18,34 @@ pin_project! {
     ///
     /// The layer's own answers (400 for a malformed deadline header) are a
     /// fixed text body.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, Ended};
+    /// use http_body_util::BodyExt;
+    /// use std::convert::Infallible;
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() {
+    ///     let seen = Arc::new(Mutex::new(None));
+    ///     let handler = service_fn({
+    ///         let seen = seen.clone();
+    ///         move |request: http::Request<String>| {
+    ///             *seen.lock().unwrap() = request.extensions().get::<Context>().cloned();
+    ///             async { Ok::<_, Infallible>(http::Response::new(String::from("hello"))) }
+    ///         }
+    ///     });
+    ///     let service = ContextLayer::new(Context::background()).layer(handler);
+    ///     let response = service.oneshot(http::Request::new(String::new())).await.unwrap();
+    ///     let ctx = seen.lock().unwrap().clone().unwrap();
+    ///     assert!(!ctx.is_done()); // the body has not been sent yet
+    ///     let body = response.into_body().collect().await.unwrap().to_bytes();
+    ///     assert_eq!(body, "hello");
+    ///     assert_eq!(Ended::of(&ctx), Some(Ended::Completed));
+    /// }
+    /// ```
     pub struct ContextBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -6,6 +6,15 @@ use http::HeaderMap;
 use std::time::Duration;
 
 /// What the server does with a deadline header it cannot parse.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::{ContextLayer, MalformedDeadline};
+///
+/// assert_eq!(MalformedDeadline::default(), MalformedDeadline::Reject);
+/// let lenient = ContextLayer::new(Context::background()).on_malformed_deadline(MalformedDeadline::Ignore);
+/// # let _ = lenient;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MalformedDeadline {
     /// Answer 400 Bad Request, with a body that names the header and the

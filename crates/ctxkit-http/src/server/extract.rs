@@ -31,11 +31,29 @@ pub struct RequestContext(pub Context);
 
 impl RequestContext {
     /// The context of a request, if a layer put one in its extensions.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::RequestContext;
+    ///
+    /// let mut request = http::Request::new(());
+    /// assert!(RequestContext::of(&request).is_none());
+    /// request.extensions_mut().insert(Context::background()); // what ContextLayer does
+    /// assert!(RequestContext::of(&request).is_some());
+    /// ```
     pub fn of<B>(request: &http::Request<B>) -> Option<&Context> {
         request.extensions().get::<Context>()
     }
 
     /// The context itself.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::RequestContext;
+    ///
+    /// let ctx: Context = RequestContext(Context::background()).into_inner(); // e.g. to move into a thread
+    /// assert!(!ctx.is_done());
+    /// ```
     pub fn into_inner(self) -> Context {
         self.0
     }
@@ -50,6 +68,12 @@ impl Deref for RequestContext {
 }
 
 /// The rejection of [`RequestContext`] when the request carries no context.
+///
+/// ```
+/// use ctxkit_http::MissingContext;
+///
+/// assert!(MissingContext.to_string().contains("ContextLayer"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MissingContext;
 

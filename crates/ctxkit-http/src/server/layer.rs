@@ -75,6 +75,14 @@ impl ContextLayer {
     /// carries no context yet), read both deadline headers, reject malformed
     /// ones with 400, set no server maximum, and keep `x-request-id`,
     /// `traceparent` and `baggage` as [`ForwardHeaders`].
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::ContextLayer;
+    ///
+    /// let layer = ContextLayer::new(Context::background());
+    /// assert!(!layer.root().is_done());
+    /// ```
     pub fn new(root: Context) -> ContextLayer {
         ContextLayer {
             config: Arc::new(Config {
@@ -89,27 +97,77 @@ impl ContextLayer {
     }
 
     /// No request runs longer than `max`, whatever its caller asks for.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::ContextLayer;
+    /// use std::time::Duration;
+    ///
+    /// // Callers may ask for less, never for more than 10 s.
+    /// let layer = ContextLayer::new(Context::background()).max_timeout(Duration::from_secs(10));
+    /// # let _ = layer;
+    /// ```
     pub fn max_timeout(self, max: Duration) -> ContextLayer {
         self.with(|config| config.max_timeout = Some(max))
     }
 
     /// The deadline headers to read (both by default; none to trust no
     /// caller).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::deadline_header::TimeoutHeader;
+    /// use ctxkit_http::ContextLayer;
+    ///
+    /// // gRPC-style callers only: connect-timeout-ms is ignored.
+    /// let layer = ContextLayer::new(Context::background()).deadline_headers(&[TimeoutHeader::GrpcTimeout]);
+    /// # let _ = layer;
+    /// ```
     pub fn deadline_headers(self, headers: &[TimeoutHeader]) -> ContextLayer {
         self.with(|config| config.deadline_headers = headers.to_vec())
     }
 
     /// What to do with a malformed deadline header (400 by default).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, MalformedDeadline};
+    ///
+    /// let layer = ContextLayer::new(Context::background()).on_malformed_deadline(MalformedDeadline::Ignore);
+    /// # let _ = layer;
+    /// ```
     pub fn on_malformed_deadline(self, policy: MalformedDeadline) -> ContextLayer {
         self.with(|config| config.malformed = policy)
     }
 
     /// The request headers kept in the context as [`ForwardHeaders`].
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::ContextLayer;
+    /// use http::HeaderName;
+    ///
+    /// // Trust no caller's deadline; keep a tenant header instead of the defaults.
+    /// let layer = ContextLayer::new(Context::background())
+    ///     .deadline_headers(&[])
+    ///     .forwarded_headers(&[HeaderName::from_static("x-tenant")]);
+    /// assert!(!layer.root().is_done());
+    /// ```
     pub fn forwarded_headers(self, names: &[HeaderName]) -> ContextLayer {
         self.with(|config| config.forwarded = names.to_vec())
     }
 
     /// The root given to [`new`](Self::new).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::ContextLayer;
+    ///
+    /// let (root, shutdown) = Context::background().with_cancel();
+    /// let layer = ContextLayer::new(root);
+    /// shutdown.cancel();
+    /// assert!(layer.root().is_done()); // every request context descends from it
+    /// ```
     pub fn root(&self) -> &Context {
         &self.config.root
     }
@@ -136,6 +194,26 @@ impl<S> Layer<S> for ContextLayer {
 }
 
 /// The [`Service`] of [`ContextLayer`]: see there.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_http::ContextLayer;
+/// use std::convert::Infallible;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let handler = service_fn(|request: http::Request<String>| async move {
+///         let ctx = request.extensions().get::<Context>().expect("put there by the layer");
+///         let left = ctx.remaining().expect("the caller's grpc-timeout");
+///         Ok::<_, Infallible>(http::Response::new(format!("{}", left.as_millis() <= 1000)))
+///     });
+///     let service = ContextLayer::new(Context::background()).layer(handler);
+///     let request = http::Request::builder().header("grpc-timeout", "1S").body(String::new()).unwrap();
+///     let response = service.oneshot(request).await.unwrap();
+///     assert_eq!(response.status(), 200);
+/// }
+/// ```
 #[derive(Clone)]
 pub struct ContextService<S> {
     inner: S,
@@ -238,6 +316,33 @@ pin_project! {
     /// its body wrapped in a [`ContextBody`]. Dropped before it resolves,
     /// it ends the request's context with
     /// [`Ended::ClientGone`](crate::Ended::ClientGone).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, Ended};
+    /// use std::convert::Infallible;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() {
+    ///     let seen = Arc::new(Mutex::new(None));
+    ///     let handler = service_fn({
+    ///         let seen = seen.clone();
+    ///         move |request: http::Request<String>| {
+    ///             *seen.lock().unwrap() = request.extensions().get::<Context>().cloned();
+    ///             std::future::pending::<Result<http::Response<String>, Infallible>>() // never answers
+    ///         }
+    ///     });
+    ///     let service = ContextLayer::new(Context::background()).layer(handler);
+    ///     let call = service.oneshot(http::Request::new(String::new()));
+    ///     // Dropped unanswered, as when the client goes away:
+    ///     assert!(tokio::time::timeout(Duration::from_millis(10), call).await.is_err());
+    ///     let ctx = seen.lock().unwrap().clone().unwrap();
+    ///     assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+    /// }
+    /// ```
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,

@@ -19,6 +19,13 @@ pub struct PeerAddr(pub SocketAddr);
 
 impl PeerAddr {
     /// The peer address stored in `ctx`, if any.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::PeerAddr;
+    ///
+    /// assert_eq!(PeerAddr::of(&Context::background()), None); // not a served request
+    /// ```
     pub fn of(ctx: &Context) -> Option<SocketAddr> {
         ctx.value::<PeerAddr>().map(|peer| peer.0)
     }

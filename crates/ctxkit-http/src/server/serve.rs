@@ -79,6 +79,13 @@ pub struct Server {
 
 /// What a graceful shutdown did with the requests that were running when
 /// the root context ended.
+///
+/// ```
+/// use ctxkit_http::ShutdownReport;
+///
+/// let report = ShutdownReport::default(); // what a shutdown with nothing running reports
+/// assert_eq!((report.finished, report.cancelled, report.aborted_connections), (0, 0, 0));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Requests that ended on their own after shutdown began (completed,
@@ -93,6 +100,14 @@ pub struct ShutdownReport {
 impl Server {
     /// A server whose requests get their contexts from `layer`, with a 10 s
     /// grace period and a 5 s drain timeout.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, Server};
+    ///
+    /// let server = Server::new(ContextLayer::new(Context::background()));
+    /// assert!(!server.context().is_done());
+    /// ```
     pub fn new(layer: ContextLayer) -> Server {
         let (context, shutdown) = layer.root().without_cancel().with_cancel();
         Server {
@@ -105,6 +120,15 @@ impl Server {
     }
 
     /// How long in-flight requests may run on once the root has ended.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, Server};
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::new(ContextLayer::new(Context::background())).grace(Duration::from_secs(30));
+    /// # let _ = server;
+    /// ```
     pub fn grace(mut self, grace: Duration) -> Server {
         self.grace = grace;
         self
@@ -112,6 +136,18 @@ impl Server {
 
     /// How long to wait, after the grace period, for requests ended with
     /// [`Ended::Shutdown`] to return before their connections are aborted.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, Server};
+    /// use std::time::Duration;
+    ///
+    /// // 5 s for requests to finish, then 1 s for the ones told to stop to return.
+    /// let server = Server::new(ContextLayer::new(Context::background()))
+    ///     .grace(Duration::from_secs(5))
+    ///     .drain_timeout(Duration::from_secs(1));
+    /// # let _ = server;
+    /// ```
     pub fn drain_timeout(mut self, drain_timeout: Duration) -> Server {
         self.drain_timeout = drain_timeout;
         self
@@ -121,6 +157,14 @@ impl Server {
     /// has the root's values and ends only with [`Ended::Shutdown`];
     /// [`registrations`](Context::registrations) counts the open
     /// connections, for leak checks.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, Server};
+    ///
+    /// let server = Server::new(ContextLayer::new(Context::background()));
+    /// assert_eq!(server.context().registrations(), 0); // no connection open
+    /// ```
     pub fn context(&self) -> Context {
         self.context.clone()
     }
@@ -133,6 +177,30 @@ impl Server {
     /// None today: accept errors (a client that reset before being accepted,
     /// too many open files) are waited out, as a server must survive them.
     /// The `Result` leaves room for errors that end serving.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::{ContextLayer, RequestContext, Server, ShutdownReport};
+    /// use std::time::Duration;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let (root, shutdown) = Context::background().with_cancel();
+    ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let url = format!("http://{}/", listener.local_addr()?);
+    ///     let app = axum::Router::new().route(
+    ///         "/",
+    ///         axum::routing::get(|ctx: RequestContext| async move { format!("done: {}", ctx.is_done()) }),
+    ///     );
+    ///     let server = Server::new(ContextLayer::new(root)).grace(Duration::from_secs(1));
+    ///     let serving = tokio::spawn(server.serve(listener, app));
+    ///
+    ///     assert_eq!(reqwest::get(&url).await?.text().await?, "done: false");
+    ///     shutdown.cancel(); // the root ends: stop accepting, drain, report
+    ///     assert_eq!(serving.await??, ShutdownReport::default()); // nothing was running
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn serve<S, B>(self, listener: TcpListener, service: S) -> io::Result<ShutdownReport>
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,

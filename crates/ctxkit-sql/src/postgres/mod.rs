@@ -111,8 +111,34 @@ use tokio_postgres::{Client, Row, Statement, ToStatement};
 ///
 /// Implemented for `tokio_postgres::Client`, so a `deadpool_postgres::Client`
 /// (which derefs to it) has the methods too.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_sql::postgres::ClientExt;
+///
+/// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+/// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+///     // Also on a deadpool_postgres::Client, which derefs to tokio_postgres::Client.
+///     let row = client.query_one_ctx(ctx, "SELECT 1", &[]).await?;
+///     assert_eq!(row.get::<_, i32>(0), 1);
+///     Ok(())
+/// }
+/// ```
 pub trait ClientExt {
     /// `Client::query` under `ctx`: every row.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let rows = client.query_ctx(ctx, "SELECT id FROM orders WHERE paid = $1", &[&false]).await?;
+    ///     let ids: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    ///     assert!(ids.len() == rows.len());
+    ///     Ok(())
+    /// }
+    /// ```
     fn query_ctx<'a, T>(
         &'a self,
         ctx: &'a Context,
@@ -123,6 +149,18 @@ pub trait ClientExt {
         T: ?Sized + ToStatement + Sync;
 
     /// `Client::query_one` under `ctx`: exactly one row.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let row = client.query_one_ctx(ctx, "SELECT count(*) FROM orders", &[]).await?;
+    ///     let _count: i64 = row.get(0);
+    ///     Ok(())
+    /// }
+    /// ```
     fn query_one_ctx<'a, T>(
         &'a self,
         ctx: &'a Context,
@@ -133,6 +171,20 @@ pub trait ClientExt {
         T: ?Sized + ToStatement + Sync;
 
     /// `Client::query_opt` under `ctx`: zero or one row.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let order = client.query_opt_ctx(ctx, "SELECT paid FROM orders WHERE id = $1", &[&7i32]).await?;
+    ///     if order.is_none() {
+    ///         println!("no order 7");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     fn query_opt_ctx<'a, T>(
         &'a self,
         ctx: &'a Context,
@@ -143,6 +195,18 @@ pub trait ClientExt {
         T: ?Sized + ToStatement + Sync;
 
     /// `Client::execute` under `ctx`: the number of rows changed.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let changed = client.execute_ctx(ctx, "UPDATE orders SET paid = true WHERE id = $1", &[&7i32]).await?;
+    ///     assert!(changed <= 1);
+    ///     Ok(())
+    /// }
+    /// ```
     fn execute_ctx<'a, T>(
         &'a self,
         ctx: &'a Context,
@@ -153,6 +217,17 @@ pub trait ClientExt {
         T: ?Sized + ToStatement + Sync;
 
     /// `Client::batch_execute` under `ctx`: several statements, no parameters.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     client.batch_execute_ctx(ctx, "CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (1)").await?;
+    ///     Ok(())
+    /// }
+    /// ```
     fn batch_execute_ctx<'a>(
         &'a self,
         ctx: &'a Context,
@@ -160,6 +235,20 @@ pub trait ClientExt {
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
 
     /// `Client::prepare` under `ctx`: a statement to run many times.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let statement = client.prepare_ctx(ctx, "SELECT paid FROM orders WHERE id = $1").await?;
+    ///     for id in [1i32, 2, 3] {
+    ///         client.query_opt_ctx(ctx, &statement, &[&id]).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     fn prepare_ctx<'a>(
         &'a self,
         ctx: &'a Context,
@@ -168,6 +257,19 @@ pub trait ClientExt {
 
     /// Begins a transaction bound to `ctx` (fails at once if `ctx` is done).
     /// See [`Transaction`].
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?; // fails at once if ctx is done
+    ///     tx.execute_ctx("UPDATE orders SET paid = true WHERE id = $1", &[&7i32]).await?;
+    ///     tx.commit().await?; // the context's error, and a rollback, if it ended
+    ///     Ok(())
+    /// }
+    /// ```
     fn transaction_ctx<'a>(
         &'a self,
         ctx: &'a Context,

@@ -4,6 +4,13 @@ use std::time::Duration;
 
 /// The largest `statement_timeout` PostgreSQL accepts: `INT_MAX`
 /// milliseconds (about 24.8 days).
+///
+/// ```
+/// use ctxkit_sql::postgres::{statement_timeout_ms, MAX_STATEMENT_TIMEOUT_MS};
+/// use std::time::Duration;
+///
+/// assert_eq!(statement_timeout_ms(Duration::from_secs(100 * 365 * 86_400)), MAX_STATEMENT_TIMEOUT_MS);
+/// ```
 pub const MAX_STATEMENT_TIMEOUT_MS: u32 = i32::MAX as u32;
 
 /// `remaining` as a `statement_timeout` in milliseconds: rounded **up**, so

@@ -23,6 +23,19 @@ use tokio_postgres::{Client, Row, Statement, ToStatement};
 ///   is queued on the connection before `drop` returns).
 ///
 /// Methods take `&self`, like `tokio_postgres::Client`'s.
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_sql::postgres::ClientExt;
+///
+/// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+/// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+///     let tx = client.transaction_ctx(ctx).await?;
+///     tx.execute_ctx("INSERT INTO orders (paid) VALUES (false)", &[]).await?;
+///     tx.commit().await?; // or drop it: rolled back
+///     Ok(())
+/// }
+/// ```
 pub struct Transaction<'c> {
     client: &'c Client,
     ctx: Context,
@@ -41,16 +54,54 @@ impl<'c> Transaction<'c> {
     }
 
     /// The context every statement of the transaction runs under.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     assert_eq!(tx.context().deadline(), ctx.deadline());
+    ///     assert!(std::ptr::eq(tx.client(), client));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn context(&self) -> &Context {
         &self.ctx
     }
 
     /// The client the transaction runs on.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     let _same: &tokio_postgres::Client = tx.client();
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn client(&self) -> &'c Client {
         self.client
     }
 
     /// `query` in the transaction: every row.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     let rows = tx.query_ctx("SELECT id FROM orders FOR UPDATE", &[]).await?;
+    ///     println!("{} orders locked", rows.len());
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn query_ctx<T>(
         &self,
         statement: &T,
@@ -63,6 +114,18 @@ impl<'c> Transaction<'c> {
     }
 
     /// `query_one` in the transaction: exactly one row.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     let _count: i64 = tx.query_one_ctx("SELECT count(*) FROM orders", &[]).await?.get(0);
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn query_one_ctx<T>(
         &self,
         statement: &T,
@@ -75,6 +138,18 @@ impl<'c> Transaction<'c> {
     }
 
     /// `query_opt` in the transaction: zero or one row.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     let _maybe = tx.query_opt_ctx("SELECT paid FROM orders WHERE id = $1", &[&7i32]).await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn query_opt_ctx<T>(
         &self,
         statement: &T,
@@ -87,6 +162,20 @@ impl<'c> Transaction<'c> {
     }
 
     /// `execute` in the transaction: the number of rows changed.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     let changed = tx.execute_ctx("DELETE FROM orders WHERE paid", &[]).await?;
+    ///     println!("{changed} deleted");
+    ///     tx.commit().await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn execute_ctx<T>(
         &self,
         statement: &T,
@@ -99,17 +188,63 @@ impl<'c> Transaction<'c> {
     }
 
     /// `batch_execute` in the transaction: several statements, no parameters.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     tx.batch_execute_ctx("SET LOCAL lock_timeout = '1s'; LOCK TABLE orders").await?;
+    ///     tx.commit().await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn batch_execute_ctx(&self, sql: &str) -> Result<(), Error> {
         self.run(self.client.batch_execute(sql)).await
     }
 
     /// `prepare` in the transaction.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     let insert = tx.prepare_ctx("INSERT INTO orders (paid) VALUES ($1)").await?;
+    ///     for paid in [false, true] {
+    ///         tx.execute_ctx(&insert, &[&paid]).await?;
+    ///     }
+    ///     tx.commit().await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn prepare_ctx(&self, sql: &str) -> Result<Statement, Error> {
         self.run(self.client.prepare(sql)).await
     }
 
     /// Commits, unless the context is done: then rolls back and returns the
     /// context's error, so nothing of the transaction is written.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     tx.execute_ctx("UPDATE orders SET paid = true", &[]).await?;
+    ///     match tx.commit().await {
+    ///         Ok(()) => println!("written"),
+    ///         Err(err) if err.context_error().is_some() => println!("rolled back: {err}"),
+    ///         Err(err) => return Err(err),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn commit(self) -> Result<(), Error> {
         self.live()?;
         self.finished.store(true, Ordering::Relaxed);
@@ -120,6 +255,19 @@ impl<'c> Transaction<'c> {
     }
 
     /// Rolls back every write of the transaction.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::postgres::ClientExt;
+    ///
+    /// // Compiled here; the same calls run against a real server in tests/postgres.rs.
+    /// async fn example(ctx: &Context, client: &tokio_postgres::Client) -> Result<(), ctxkit_sql::Error> {
+    ///     let tx = client.transaction_ctx(ctx).await?;
+    ///     tx.execute_ctx("DELETE FROM orders", &[]).await?;
+    ///     tx.rollback().await?; // a dry run: nothing deleted
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn rollback(self) -> Result<(), Error> {
         self.finished.store(true, Ordering::Relaxed);
         self.client

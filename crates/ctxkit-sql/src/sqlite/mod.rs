@@ -83,6 +83,10 @@ use rusqlite::{Connection, Params, Row, TransactionBehavior};
 /// How many SQLite virtual-machine instructions run between two checks of
 /// the context: small enough that a stop takes microseconds, large enough
 /// that the check costs nothing measurable.
+///
+/// ```
+/// assert_eq!(ctxkit_sql::sqlite::PROGRESS_OPS, 1000);
+/// ```
 pub const PROGRESS_OPS: i32 = 1000;
 
 /// `*_ctx` forms of rusqlite's calls: the statement stops when the context
@@ -115,6 +119,17 @@ pub const PROGRESS_OPS: i32 = 1000;
 /// ```
 pub trait ConnectionExt {
     /// `Connection::execute` under `ctx`: the number of rows changed.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", [])?;
+    /// assert_eq!(conn.execute_ctx(&ctx, "INSERT INTO t VALUES (?1), (?2)", [1, 2])?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn execute_ctx<P: Params>(
         &mut self,
         ctx: &Context,
@@ -123,6 +138,22 @@ pub trait ConnectionExt {
     ) -> Result<usize, Error>;
 
     /// `Connection::query_row` under `ctx`: the first row mapped by `f`.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    /// use std::time::Duration;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let answer: i64 = conn.query_row_ctx(&ctx, "SELECT 6 * 7", [], |r| r.get(0))?;
+    /// assert_eq!(answer, 42);
+    /// let (short, _cancel) = ctx.with_timeout(Duration::from_millis(50));
+    /// let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c";
+    /// let err = conn.query_row_ctx(&short, endless, [], |r| r.get::<_, i64>(0)).unwrap_err();
+    /// assert_eq!(err.context_error(), Some(ctxkit::Error::DeadlineExceeded));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn query_row_ctx<T, P, F>(
         &mut self,
         ctx: &Context,
@@ -136,6 +167,22 @@ pub trait ConnectionExt {
 
     /// Every row mapped by `f`, collected. The context is also checked
     /// between rows, so a long iteration stops even while `f` does the work.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let squares: Vec<i64> = conn.query_map_ctx(
+    ///     &ctx,
+    ///     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x * x FROM c",
+    ///     [],
+    ///     |r| r.get(0),
+    /// )?;
+    /// assert_eq!(squares, [1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn query_map_ctx<T, P, F>(
         &mut self,
         ctx: &Context,
@@ -149,6 +196,18 @@ pub trait ConnectionExt {
 
     /// `Connection::execute_batch` under `ctx`: several statements, no
     /// parameters.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// conn.execute_batch_ctx(&ctx, "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")?;
+    /// let n: i64 = conn.query_row_ctx(&ctx, "SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn execute_batch_ctx(&mut self, ctx: &Context, sql: &str) -> Result<(), Error>;
 
     /// Runs `f` with the connection under `ctx`: anything rusqlite offers
@@ -173,10 +232,38 @@ pub trait ConnectionExt {
 
     /// Begins a deferred transaction bound to `ctx` (fails at once if `ctx`
     /// is done). See [`Transaction`].
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", [])?;
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// tx.execute_ctx("INSERT INTO t VALUES (1)", [])?;
+    /// tx.commit()?;
+    /// let (done, cancel) = ctx.with_cancel();
+    /// cancel.cancel();
+    /// assert!(conn.transaction_ctx(&done).is_err()); // a done context begins nothing
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn transaction_ctx(&mut self, ctx: &Context) -> Result<Transaction<'_>, Error>;
 
     /// [`transaction_ctx`](ConnectionExt::transaction_ctx) with rusqlite's
     /// `DEFERRED`, `IMMEDIATE` or `EXCLUSIVE` behaviour.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    /// use rusqlite::TransactionBehavior;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let tx = conn.transaction_ctx_with(&ctx, TransactionBehavior::Immediate)?; // takes the write lock now
+    /// tx.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn transaction_ctx_with(
         &mut self,
         ctx: &Context,

@@ -67,16 +67,52 @@ impl<'c> Transaction<'c> {
     }
 
     /// The context every statement of the transaction runs under.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// assert!(!tx.context().is_done());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn context(&self) -> &Context {
         &self.ctx
     }
 
     /// `execute` in the transaction: the number of rows changed.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", [])?;
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// assert_eq!(tx.execute_ctx("INSERT INTO t VALUES (?1)", [7])?, 1);
+    /// tx.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn execute_ctx<P: Params>(&self, sql: &str, params: P) -> Result<usize, Error> {
         self.run(|c| c.execute(sql, params))
     }
 
     /// `query_row` in the transaction.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// let one: i64 = tx.query_row_ctx("SELECT 1", [], |r| r.get(0))?;
+    /// assert_eq!(one, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn query_row_ctx<T, P, F>(&self, sql: &str, params: P, f: F) -> Result<T, Error>
     where
         P: Params,
@@ -86,6 +122,18 @@ impl<'c> Transaction<'c> {
     }
 
     /// Every row mapped by `f`, the context checked between rows too.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// let xs: Vec<i64> = tx.query_map_ctx("SELECT 1 UNION ALL SELECT 2", [], |r| r.get(0))?;
+    /// assert_eq!(xs, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn query_map_ctx<T, P, F>(&self, sql: &str, params: P, f: F) -> Result<Vec<T>, Error>
     where
         P: Params,
@@ -96,12 +144,42 @@ impl<'c> Transaction<'c> {
     }
 
     /// `execute_batch` in the transaction.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// tx.execute_batch_ctx("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")?;
+    /// tx.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn execute_batch_ctx(&self, sql: &str) -> Result<(), Error> {
         self.run(|c| c.execute_batch(sql))
     }
 
     /// Runs `f` with the connection inside the transaction, under its
     /// context (prepared statements and anything else rusqlite offers).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    /// use std::time::Duration;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(5));
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// assert_eq!(tx.context().deadline(), ctx.deadline());
+    /// let tables = tx.with_ctx(|conn| {
+    ///     let mut statement = conn.prepare_cached("SELECT count(*) FROM sqlite_master")?;
+    ///     statement.query_row([], |r| r.get::<_, i64>(0))
+    /// })?;
+    /// assert_eq!(tables, 0);
+    /// tx.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_ctx<T, F>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -111,6 +189,21 @@ impl<'c> Transaction<'c> {
 
     /// Commits, unless the context is done: then rolls back and returns the
     /// context's error, so nothing of the transaction is written.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", [])?;
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// tx.execute_ctx("INSERT INTO t VALUES (1)", [])?;
+    /// tx.commit()?; // written
+    /// let n: i64 = conn.query_row_ctx(&ctx, "SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn commit(self) -> Result<(), Error> {
         self.live()?;
         self.finished.set(true);
@@ -124,6 +217,23 @@ impl<'c> Transaction<'c> {
     }
 
     /// Rolls back every write of the transaction.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_sql::sqlite::ConnectionExt;
+    ///
+    /// let mut conn = rusqlite::Connection::open_in_memory()?;
+    /// let ctx = Context::background();
+    /// conn.execute_ctx(&ctx, "CREATE TABLE t (x INTEGER)", [])?;
+    /// let tx = conn.transaction_ctx(&ctx)?;
+    /// tx.execute_batch_ctx("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")?;
+    /// let rows = tx.query_map_ctx("SELECT x FROM t ORDER BY x", [], |r| r.get::<_, i64>(0))?;
+    /// assert_eq!(rows, [1, 2]); // visible inside the transaction
+    /// tx.rollback()?;
+    /// let n: i64 = conn.query_row_ctx(&ctx, "SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rollback(self) -> Result<(), Error> {
         self.finished.set(true);
         self.conn

@@ -36,6 +36,13 @@ pub trait TaskOutcome: sealed::Sealed {
     type Error;
 
     /// The outcome as a `Result`.
+    ///
+    /// ```
+    /// use ctxkit::group::TaskOutcome;
+    ///
+    /// assert_eq!(().into_result(), Ok(()));
+    /// assert_eq!(Err::<(), _>("failed").into_result(), Err("failed"));
+    /// ```
     fn into_result(self) -> Result<(), Self::Error>;
 }
 

@@ -92,6 +92,30 @@ where
 /// See [`scope`] for the contract. Tasks do not receive the group: spawn
 /// from the closure given to `scope`, which may loop over a channel if tasks
 /// discover more work.
+///
+/// ```
+/// use ctxkit::{group, Context};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// let (found, jobs) = std::sync::mpsc::channel();
+/// for n in 1..=3 {
+///     found.send(n).unwrap();
+/// }
+/// drop(found);
+/// let total = AtomicUsize::new(0);
+/// group::scope(&Context::background(), |g| {
+///     assert!(!g.context().is_done());
+///     for n in jobs {
+///         // Spawned from the closure as work turns up; tasks may borrow.
+///         let total = &total;
+///         g.spawn(move |_ctx| {
+///             total.fetch_add(n, Ordering::Relaxed);
+///         });
+///     }
+/// })
+/// .unwrap();
+/// assert_eq!(total.into_inner(), 6);
+/// ```
 pub struct ScopedGroup<'scope, 'env: 'scope, E> {
     scope: &'scope thread::Scope<'scope, 'env>,
     shared: Arc<Shared<E>>,

@@ -6,12 +6,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// SIGTERM (15): the default first step of a [`Stop`].
+///
+/// ```
+/// use ctxkit::process::{Stop, SIGTERM};
+///
+/// let stop = Stop::new().signal(SIGTERM); // the default, spelled out
+/// # let _ = stop;
+/// ```
 #[cfg(unix)]
 pub const SIGTERM: i32 = 15;
 /// SIGINT (2), as Ctrl-C sends: for [`Stop::signal`].
+///
+/// ```
+/// use ctxkit::process::{Stop, SIGINT};
+///
+/// let stop = Stop::new().signal(SIGINT); // as if Ctrl-C were pressed
+/// # let _ = stop;
+/// ```
 #[cfg(unix)]
 pub const SIGINT: i32 = 2;
 /// SIGKILL (9): the second step, once the wait delay is over.
+///
+/// ```
+/// use ctxkit::process::{Stop, SIGKILL};
+///
+/// let stop = Stop::new().signal(SIGKILL); // no gentle first step
+/// # let _ = stop;
+/// ```
 #[cfg(unix)]
 pub const SIGKILL: i32 = 9;
 
