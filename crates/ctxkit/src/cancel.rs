@@ -353,13 +353,10 @@ pub(crate) struct Expiry {
 pub(crate) fn attach(node: &NodeRef, parent: Option<&Scope>, expiry: Option<Expiry>) {
     let scope = node.scope().expect("attach takes a scope node");
     if let Some(parent_scope) = parent {
-        let key = &scope.key_in_parent;
-        if !attach_first_child(node, key, parent_scope) {
-            if let Err((err, cause)) = attach_locked(node, key, parent_scope) {
-                // A fresh scope has no registrations: nothing to notify.
-                scope.finish(err, cause, Origin::Parent);
-                return; // the parent had ended, and so have we
-            }
+        if let Err((err, cause)) = register(node, &scope.key_in_parent, parent_scope) {
+            // A fresh scope has no registrations: nothing to notify.
+            scope.finish(err, cause, Origin::Parent);
+            return; // the parent had ended, and so have we
         }
     }
     let Some(Expiry { passed, cause }) = expiry else {
@@ -389,16 +386,37 @@ pub(crate) fn attach(node: &NodeRef, parent: Option<&Scope>, expiry: Option<Expi
 /// included, and removes it in `leave`.
 pub(crate) fn attach_other(node: &NodeRef, other: &Scope, key: &AtomicU32) {
     let scope = node.scope().expect("attach_other takes a scope node");
-    let registered = scope.with_registry(|_| {
-        if attach_first_child(node, key, other) {
-            return Ok(());
-        }
-        attach_locked(node, key, other)
-    });
+    let registered = scope.with_registry(|_| register(node, key, other));
     if let Ok(Err((err, cause))) = registered {
         // `other` had ended: so do we, leaving our first parent.
         cancel(node, err, cause, Origin::Handle);
     }
+}
+
+/// Registers `node` with `parent`, keeping its place in `key`; if the parent
+/// has ended, returns the error and cause it ended with.
+///
+/// The lock-free slot alone would not see a parent that has ended but not yet
+/// closed its slot (`finish` stores the status, then closes the slot): that
+/// parent's cancel would still drain and end `node`, but perhaps only after
+/// we return. A caller that saw the parent done must get a child that is
+/// done at once, so after taking the slot we look at the parent's status:
+/// read-read coherence makes this load see any end the caller saw. The
+/// drain may still take `node` from the slot; it then finds `node` ended
+/// (the first cancellation wins).
+fn register(
+    node: &NodeRef,
+    key: &AtomicU32,
+    parent: &Scope,
+) -> Result<(), (Error, Option<Cause>)> {
+    if !attach_first_child(node, key, parent) {
+        return attach_locked(node, key, parent);
+    }
+    if parent.is_done() {
+        // Done under the lock with its cause: this returns them.
+        return parent.with_registry(|_| ());
+    }
+    Ok(())
 }
 
 /// Registers `node` in its parent's `first_child` slot if it is empty;

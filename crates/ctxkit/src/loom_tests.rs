@@ -140,6 +140,42 @@ fn cancel_vs_child_registration() {
     });
 }
 
+/// A child derived by a thread that has seen its parent done is done at once,
+/// even while the parent's cancel is still on its way (status stored, first-
+/// child slot not yet closed) and the cause is a custom one (so no child is
+/// born done without registering): a plain child and a merge under either
+/// parent. Run without the check after taking the slot, this model finds
+/// a child (or a merge) still live after its parent reported done.
+#[test]
+fn child_of_a_parent_seen_done_is_done_at_once() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (other, _other_cancel) = Context::background().with_cancel();
+        let canceller = thread::spawn(move || cancel.cancel_with(Named("shutdown")));
+        let parent_done = parent.is_done();
+        let (child, _c) = parent.with_cancel();
+        let (merged, _m) = parent.merge(&other);
+        let (merged_second, _n) = other.merge(&parent);
+        if parent_done {
+            for ctx in [&child, &merged, &merged_second] {
+                assert_eq!(ctx.err(), Some(Error::Canceled), "{ctx:?} live under a done parent");
+            }
+        }
+        seen.record(if parent_done { "seen done" } else { "seen live" });
+        canceller.join().unwrap();
+        for ctx in [&child, &merged, &merged_second] {
+            assert_eq!(ctx.err(), Some(Error::Canceled));
+            assert_eq!(cause_text(ctx), "shutdown");
+        }
+        drop((child, merged, merged_second, _c, _m, _n));
+        assert_eq!(parent.registrations(), 0);
+        assert_eq!(other.registrations(), 0);
+    });
+    outcomes.assert_all_seen(&["seen done", "seen live"]);
+}
+
 /// The same race with the default cause, where a child of a parent already
 /// done is built without taking any lock: whichever path the child takes
 /// (drained, refused at registration, or born done), it and its own child
