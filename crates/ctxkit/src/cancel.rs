@@ -404,11 +404,7 @@ pub(crate) fn attach_other(node: &NodeRef, other: &Scope, key: &AtomicU32) {
 /// read-read coherence makes this load see any end the caller saw. The
 /// drain may still take `node` from the slot; it then finds `node` ended
 /// (the first cancellation wins).
-fn register(
-    node: &NodeRef,
-    key: &AtomicU32,
-    parent: &Scope,
-) -> Result<(), (Error, Option<Cause>)> {
+fn register(node: &NodeRef, key: &AtomicU32, parent: &Scope) -> Result<(), (Error, Option<Cause>)> {
     if !attach_first_child(node, key, parent) {
         return attach_locked(node, key, parent);
     }

@@ -160,10 +160,18 @@ fn child_of_a_parent_seen_done_is_done_at_once() {
         let (merged_second, _n) = other.merge(&parent);
         if parent_done {
             for ctx in [&child, &merged, &merged_second] {
-                assert_eq!(ctx.err(), Some(Error::Canceled), "{ctx:?} live under a done parent");
+                assert_eq!(
+                    ctx.err(),
+                    Some(Error::Canceled),
+                    "{ctx:?} live under a done parent"
+                );
             }
         }
-        seen.record(if parent_done { "seen done" } else { "seen live" });
+        seen.record(if parent_done {
+            "seen done"
+        } else {
+            "seen live"
+        });
         canceller.join().unwrap();
         for ctx in [&child, &merged, &merged_second] {
             assert_eq!(ctx.err(), Some(Error::Canceled));
