@@ -318,9 +318,12 @@ impl Call {
         if Instant::now() < deadline {
             return None;
         }
-        // Let the context's own timer end it, with `DeadlineExceeded`.
+        // The clock passed the deadline before the context's timer fired:
+        // end the context now, so that it agrees with the status we send (a
+        // deadline moved to the past ends it with `DeadlineExceeded` before
+        // `set_deadline` returns; the handle's drop then changes nothing).
         if let Some(cancel) = self.guard.cancel.take() {
-            cancel.detach();
+            cancel.set_deadline(deadline);
         }
         Some(ctxkit::Error::DeadlineExceeded.into_status())
     }
