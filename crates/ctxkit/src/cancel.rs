@@ -90,9 +90,11 @@ pub(crate) struct Scope {
     /// Written only under the scope's lock and the shard's (see the
     /// invariants), or before the scope is shared.
     deadline: AtomicI64,
-    /// This scope's key in its parent scope's registry. Written once by
+    /// This scope's key in its parent scope's registry. Written by
     /// `attach`, before the node is shared with any other thread (sharing
-    /// orders it); the atomic is only for `Sync`.
+    /// orders it), and again, under the parent's lock, by a tree snapshot
+    /// that moves the scope out of the parent's `first_child` slot
+    /// (`Scope::snapshot`).
     key_in_parent: AtomicU32,
     /// One child registered without the lock (a `WeakNodeRef` as a raw
     /// pointer), 0 when empty, or `SLOT_CLOSED` once the scope ended. Any
@@ -654,5 +656,86 @@ impl Wakeups {
                 std::panic::resume_unwind(panic);
             }
         }
+    }
+}
+
+// Live-tree snapshots (tree.rs)
+
+/// What a snapshot sees of one live scope: strong references to its live
+/// children, and how many waiters and callbacks are pending on it.
+#[allow(dead_code)] // until tree.rs lands
+#[derive(Default)]
+pub(crate) struct ScopeView {
+    pub(crate) children: Vec<NodeRef>,
+    /// Threads, tasks and channels waiting for the scope's end.
+    pub(crate) waiters: usize,
+    /// Pending `after_func` callbacks.
+    pub(crate) callbacks: usize,
+}
+
+#[allow(dead_code)] // until tree.rs lands
+impl Scope {
+    /// The scope's live children and pending registrations, or `None` once
+    /// it has ended. Takes the scope's lock for the copy, never blocks a
+    /// cancel for longer than a derivation would, and never cancels.
+    ///
+    /// A child in the lock-free `first_child` slot cannot be read in place:
+    /// it may leave the slot and be freed at any moment. So the snapshot
+    /// moves it into the registry, under the lock, and tells it its new key.
+    /// A child that reads its key before that store finds the slot no longer
+    /// holds it, and takes itself as drained: it never touches the registry
+    /// again, and its entry, stale, is dropped with the registry (at the
+    /// scope's end). That costs one entry, only when a snapshot races the
+    /// child's own departure; the owner-removes-its-own-key invariant holds,
+    /// as nothing but the owner (or the drain) ever removes an entry.
+    ///
+    /// The strong references are the caller's to drop, after the lock: a
+    /// last one releases its node, which may take this scope's lock.
+    pub(crate) fn snapshot(&self, spare: &mut Vec<WeakNodeRef>) -> Option<ScopeView> {
+        let mut view = ScopeView::default();
+        self.with_registry(|registry| {
+            registry.visit(
+                |weak| view.children.extend(weak.upgrade()),
+                |other| match other {
+                    Registration::Callback(_) => view.callbacks += 1,
+                    Registration::Child(_) => {}
+                    _ => view.waiters += 1,
+                },
+            );
+            // Acquire: the child's registration (its weak reference) happens
+            // before we use it, as in `finish`. Under the lock, the scope is
+            // live, so the slot is not `SLOT_CLOSED`.
+            let first = self.first_child.swap(0, Ordering::AcqRel);
+            let Some(raw) = slot_child(first) else {
+                return;
+            };
+            // SAFETY: the slot held this weak reference, put there by
+            // `attach_first_child`; the swap made it ours.
+            let weak = unsafe { WeakNodeRef::from_raw(raw) };
+            let Some(child) = weak.upgrade() else {
+                // Being released: its deregistration finds the slot empty
+                // and leaves. Our weak reference is dropped after the lock.
+                spare.push(weak);
+                return;
+            };
+            let key = registry.insert(Registration::Child(weak));
+            // Relaxed: read by the child's own deregistration, which then
+            // takes this lock; one that read the old key instead leaves a
+            // stale entry (see above).
+            key_in(&child, self).store(key as u32, Ordering::Relaxed);
+            view.children.push(child);
+        })
+        .ok()?;
+        Some(view)
+    }
+}
+
+/// Where `child` keeps its place in `parent`: its own key, or, for a merged
+/// scope registered with `parent` as its second parent, that one.
+#[allow(dead_code)] // until tree.rs lands
+fn key_in<'a>(child: &'a Node, parent: &Scope) -> &'a AtomicU32 {
+    match child.other_parent() {
+        Some((other, key)) if std::ptr::eq(other, parent) => key,
+        _ => &child.scope().expect("children are scopes").key_in_parent,
     }
 }

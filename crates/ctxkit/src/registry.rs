@@ -140,6 +140,29 @@ impl Registry {
         }
     }
 
+    /// The registered children and every other registration, in no
+    /// particular order (for snapshots of the live tree).
+    #[allow(dead_code)] // until tree.rs lands
+    pub(crate) fn visit(
+        &self,
+        mut child: impl FnMut(&WeakNodeRef),
+        mut other: impl FnMut(&Registration),
+    ) {
+        match self {
+            Registry::Inline(None) => {}
+            Registry::Inline(Some(Registration::Child(weak))) => child(weak),
+            Registry::Inline(Some(registration)) => other(registration),
+            Registry::Slab(slab) => {
+                slab.children.iter().flatten().for_each(child);
+                for slot in &slab.others {
+                    if let Slot::Taken(registration) = slot {
+                        other(registration);
+                    }
+                }
+            }
+        }
+    }
+
     /// Every registration, in no particular order; the registry is consumed.
     pub(crate) fn drain(self) -> impl Iterator<Item = Registration> {
         let (one, slab) = match self {
