@@ -49,6 +49,7 @@ use crate::context::Node;
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::node_ref::{self, NodeRef, WeakNodeRef};
+use crate::provenance::{self, EndKind, EndRecord, SiteId};
 use crate::registry::{Registration, Registry};
 use crate::sync::{lock, thread, AtomicI64, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering};
 use crate::{executor, timer};
@@ -60,30 +61,81 @@ const DEADLINE_EXCEEDED: u8 = 2;
 /// `key_in_parent` of a scope registered in its parent's `first_child`.
 const FIRST_CHILD: u32 = u32::MAX - 1;
 /// `first_child` of a scope that ended: no child registers there any more.
-/// (A block's address is never 1.)
+/// Any odd value closes the slot (a block's address is even): a scope that
+/// ended by a cancellation of its own keeps the call site and the time of
+/// its end in the bits above (`closed_slot`).
 const SLOT_CLOSED: usize = 1;
 /// Or-ed into a done status when the scope has a cause of its own rather than
 /// its error's default one: a scope that ended with the default cause can be
 /// inherited from without taking its lock.
 const CUSTOM_CAUSE: u8 = 4;
-/// Or-ed into a done status when the scope was ended by dropping its own
-/// handle: read only by `Debug`, to name the dropped-handle mistake. It is
-/// stored with the status, in the same single store, so it costs the cancel
-/// path nothing, and the readers that decode the error mask it out.
-const DROPPED: u8 = 8;
+/// Bits 3 to 5 of a done status: how the scope ended (an `EndKind`), for
+/// `Debug` and provenance. Stored with the status, in the same single store,
+/// so they cost the cancel path nothing; the readers that decode the error
+/// mask them out.
+const END_KIND_SHIFT: u32 = 3;
+const END_KIND: u8 = 7 << END_KIND_SHIFT;
+/// The bits of a done status that give its `Error`.
+const ERR: u8 = 3;
+/// Where a scope's deadline goes: its timer shard (0 to 15), or `Merged`
+/// for a merged scope (whose shard is 0: it has no deadline when built).
+/// An enum rather than a `u8`, so that its unused values give `Layer` its
+/// tag (a bool did, before the site took its byte).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Placement {
+    S0,
+    S1,
+    S2,
+    S3,
+    S4,
+    S5,
+    S6,
+    S7,
+    S8,
+    S9,
+    S10,
+    S11,
+    S12,
+    S13,
+    S14,
+    S15,
+    Merged,
+}
+
+impl Placement {
+    #[inline]
+    fn of_shard(shard: u8) -> Placement {
+        use Placement::*;
+        const ALL: [Placement; 16] = [
+            S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15,
+        ];
+        ALL[usize::from(shard) % ALL.len()]
+    }
+
+    #[inline]
+    fn shard(self) -> u8 {
+        match self {
+            Placement::Merged => 0,
+            shard => shard as u8,
+        }
+    }
+}
 
 /// The cancellation state of one `with_cancel` / `with_deadline` context.
 pub(crate) struct Scope {
     /// `LIVE`, or the `Error` that ended the scope. The only thing the hot path
     /// reads: one `Acquire` load.
     status: AtomicU8,
-    /// Whether this is a merged scope (`Context::merge`), registered with a
-    /// second parent too: a flag, so that the common scopes' end and release
-    /// test one byte rather than their node's layer.
-    merged: bool,
     /// The timer shard that holds this scope's own deadline: chosen when
-    /// the scope is built, so that whoever removes the entry finds it.
-    timer_shard: u8,
+    /// the scope is built, so that whoever removes the entry finds it. Or
+    /// whether this is a merged scope (`Context::merge`), registered with a
+    /// second parent too: a flag, so that the common scopes' end and release
+    /// test one byte rather than their node's layer. One byte for both, so
+    /// that `site` fits in the word with the key.
+    placement: Placement,
+    /// Where the scope was created (`provenance`), interned.
+    site: SiteId,
     /// This scope's own deadline, a raw [`Deadline`] (`NEVER`: none). While
     /// the scope is live and the deadline is not `NEVER`, the timer holds one
     /// entry for it under this key, or has just taken it out to fire it.
@@ -114,25 +166,30 @@ pub(crate) enum Inner {
 
 impl Scope {
     #[inline]
-    pub(crate) fn new(own_deadline: Deadline) -> Scope {
-        Scope::with_parents(own_deadline, false)
+    pub(crate) fn new(own_deadline: Deadline, site: SiteId) -> Scope {
+        Scope::with_parents(own_deadline, false, site)
     }
 
     /// A live scope of a merge: two parents, no deadline of its own.
-    pub(crate) fn new_merged() -> Scope {
-        Scope::with_parents(Deadline::NEVER, true)
+    pub(crate) fn new_merged(site: SiteId) -> Scope {
+        Scope::with_parents(Deadline::NEVER, true, site)
     }
 
     #[inline]
-    fn with_parents(own_deadline: Deadline, merged: bool) -> Scope {
+    fn with_parents(own_deadline: Deadline, merged: bool, site: SiteId) -> Scope {
+        let shard = if own_deadline != Deadline::NEVER {
+            timer::home_shard()
+        } else {
+            0
+        };
         Scope {
             status: AtomicU8::new(LIVE),
-            merged,
-            timer_shard: if own_deadline != Deadline::NEVER {
-                timer::home_shard()
+            placement: if merged {
+                Placement::Merged
             } else {
-                0
+                Placement::of_shard(shard)
             },
+            site,
             deadline: AtomicI64::new(own_deadline.raw()),
             key_in_parent: AtomicU32::new(u32::MAX),
             first_child: AtomicUsize::new(0),
@@ -144,12 +201,13 @@ impl Scope {
     /// parent that [`ended_with_default_cause`](Scope::ended_with_default_cause).
     /// It needs no registration and no timer entry, and never takes a lock.
     #[inline]
-    pub(crate) fn new_done(own_deadline: Deadline, err: Error) -> Scope {
+    pub(crate) fn new_done(own_deadline: Deadline, err: Error, site: SiteId) -> Scope {
         Scope {
+            // Ended through its parent (`EndKind::Parent` is 0).
             status: AtomicU8::new(status_of(err)),
-            merged: false,
             // Never in the timer: born done.
-            timer_shard: 0,
+            placement: Placement::S0,
+            site,
             deadline: AtomicI64::new(own_deadline.raw()),
             key_in_parent: AtomicU32::new(u32::MAX),
             first_child: AtomicUsize::new(SLOT_CLOSED),
@@ -161,9 +219,9 @@ impl Scope {
     /// cause; `None` while live or after a custom cause.
     #[inline]
     pub(crate) fn ended_with_default_cause(&self) -> Option<Error> {
-        // Acquire, as in `err`. How the scope was cancelled (`DROPPED`) does
-        // not matter to its children.
-        match self.status.load(Ordering::Acquire) & !DROPPED {
+        // Acquire, as in `err`. How the scope was cancelled (`END_KIND`)
+        // does not matter to its children.
+        match self.status.load(Ordering::Acquire) & !END_KIND {
             CANCELED => Some(Error::Canceled),
             DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
             _ => None,
@@ -175,7 +233,7 @@ impl Scope {
     pub(crate) fn err(&self) -> Option<Error> {
         // Acquire pairs with the Release store in `finish`: a reader that sees
         // the scope done also sees everything the canceller did before.
-        match self.status.load(Ordering::Acquire) & !(CUSTOM_CAUSE | DROPPED) {
+        match self.status.load(Ordering::Acquire) & ERR {
             LIVE => None,
             DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
             _ => Some(Error::Canceled),
@@ -192,9 +250,46 @@ impl Scope {
     ///
     /// [`CancelHandle`]: crate::CancelHandle
     pub(crate) fn ended_by_dropped_handle(&self) -> bool {
-        // Relaxed: a diagnostic read of a bit that is written once, with
-        // the status; nothing is read on the strength of it.
-        self.status.load(Ordering::Relaxed) & DROPPED != 0
+        self.end_kind() == Some(EndKind::Dropped)
+    }
+
+    /// How the scope ended, or `None` while it is live.
+    pub(crate) fn end_kind(&self) -> Option<EndKind> {
+        // Acquire, as in `err`.
+        let status = self.status.load(Ordering::Acquire);
+        (status != LIVE).then(|| EndKind::from_bits((status & END_KIND) >> END_KIND_SHIFT))
+    }
+
+    /// What the scope recorded of its end, if it has ended.
+    pub(crate) fn end_record(&self) -> Option<EndRecord> {
+        // The record is written under the lock, with the status.
+        let _inner = lock(&self.inner);
+        let status = self.status.load(Ordering::Relaxed);
+        if status == LIVE {
+            return None;
+        }
+        let slot = self.first_child.load(Ordering::Relaxed);
+        Some(EndRecord {
+            kind: EndKind::from_bits((status & END_KIND) >> END_KIND_SHIFT),
+            err: if status & ERR == DEADLINE_EXCEEDED {
+                Error::DeadlineExceeded
+            } else {
+                Error::Canceled
+            },
+            custom_cause: status & CUSTOM_CAUSE != 0,
+            site: (slot >> 1) as SiteId,
+            at: (slot >> 17) as u32,
+        })
+    }
+
+    /// Where the scope was created, interned.
+    pub(crate) fn site(&self) -> SiteId {
+        self.site
+    }
+
+    #[inline]
+    fn merged(&self) -> bool {
+        self.placement == Placement::Merged
     }
 
     /// This scope's own deadline (`NEVER`: none); the context's is the
@@ -221,7 +316,7 @@ impl Scope {
     }
 
     pub(crate) fn timer_shard(&self) -> u8 {
-        self.timer_shard
+        self.placement.shard()
     }
 
     pub(crate) fn cause(&self) -> Option<Cause> {
@@ -261,30 +356,28 @@ impl Scope {
     }
 
     /// Ends the scope, returning its registrations, or `None` if it had
-    /// already ended (the first cancellation wins). `origin` is recorded
-    /// only as far as `Debug` needs it (`DROPPED`).
+    /// already ended (the first cancellation wins). `origin` is recorded for
+    /// `Debug` and provenance: its kind in the status, and for an end of
+    /// the scope's own, its call site and time in the closed slot.
     fn finish(&self, err: Error, cause: Option<Cause>, origin: Origin) -> Option<Registry> {
+        let (kind, site, at) = origin.record();
         let mut inner = lock(&self.inner);
         if !matches!(*inner, Inner::Live(_)) {
             return None;
         }
         let custom = if cause.is_some() { CUSTOM_CAUSE } else { 0 };
-        let dropped = if origin == Origin::Dropped {
-            DROPPED
-        } else {
-            0
-        };
         let Inner::Live(registry) = std::mem::replace(&mut *inner, Inner::Done(cause)) else {
             unreachable!()
         };
-        let status = status_of(err) | custom | dropped;
+        let status = status_of(err) | custom | (kind as u8) << END_KIND_SHIFT;
         // Release: publishes the cause (and everything before) to `err` readers.
         self.status.store(status, Ordering::Release);
+        // Acquire: the child's registration (its weak reference) happens
+        // before we take it. Under the lock, so that `end_record` (and a
+        // snapshot) find the slot closed once the status is done.
+        let first = self.first_child.swap(closed_slot(site, at), Ordering::AcqRel);
         drop(inner);
         let mut registry = registry;
-        // Acquire: the child's registration (its weak reference) happens
-        // before we take it.
-        let first = self.first_child.swap(SLOT_CLOSED, Ordering::AcqRel);
         if let Some(child) = slot_child(first) {
             // SAFETY: the slot held this weak reference, put there by
             // `attach_first_child`; the swap made it ours.
@@ -302,7 +395,14 @@ impl Scope {
 
 /// The child a `first_child` value holds, if any.
 fn slot_child(slot: usize) -> Option<usize> {
-    (slot != 0 && slot != SLOT_CLOSED).then_some(slot)
+    (slot != 0 && slot & SLOT_CLOSED == 0).then_some(slot)
+}
+
+/// A closed `first_child` that keeps the call site and the time (in
+/// coarse ticks) of the scope's end.
+#[inline]
+fn closed_slot(site: SiteId, at: u32) -> usize {
+    (at as usize) << 17 | usize::from(site) << 1 | SLOT_CLOSED
 }
 
 // A child in `first_child` keeps its parent alive, and leaves the slot before
@@ -328,15 +428,39 @@ fn status_of(err: Error) -> u8 {
 
 /// Who is cancelling a scope: it decides whether the scope must leave its
 /// parent's registry (a parent's cancellation drains that registry itself) and
-/// the timer (a firing timer has already removed the entry).
+/// the timer (a firing timer has already removed the entry), and what the
+/// scope records of its end (`provenance`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
-    Handle,
+    /// `cancel()` or `cancel_with`, called at this site.
+    Handle(SiteId),
     /// The handle, by being dropped: as `Handle`, and remembered for
     /// `Debug`.
     Dropped,
+    /// An integration, named by this id (`CancelHandle::cancel_from`): as
+    /// `Handle`.
+    Integration(SiteId),
     Timer,
     Parent,
+    /// A merged scope's second parent (at registration, or its drain): as
+    /// `Parent`, but provenance follows the second parent.
+    OtherParent,
+}
+
+impl Origin {
+    /// What `finish` records: the kind, and for an end of the scope's own,
+    /// its call site and the time.
+    #[inline]
+    fn record(self) -> (EndKind, SiteId, u32) {
+        match self {
+            Origin::Parent => (EndKind::Parent, 0, 0),
+            Origin::OtherParent => (EndKind::OtherParent, 0, 0),
+            Origin::Handle(site) => (EndKind::Handle, site, provenance::now_ticks()),
+            Origin::Dropped => (EndKind::Dropped, 0, provenance::now_ticks()),
+            Origin::Integration(site) => (EndKind::Integration, site, provenance::now_ticks()),
+            Origin::Timer => (EndKind::Deadline, 0, provenance::now_ticks()),
+        }
+    }
 }
 
 /// How a scope with a deadline of its own ends when the deadline comes.
@@ -391,7 +515,7 @@ pub(crate) fn attach_other(node: &NodeRef, other: &Scope, key: &AtomicU32) {
     let registered = scope.with_registry(|_| register(node, key, other));
     if let Ok(Err((err, cause))) = registered {
         // `other` had ended: so do we, leaving our first parent.
-        cancel(node, err, cause, Origin::Handle);
+        cancel(node, err, cause, Origin::OtherParent);
     }
 }
 
@@ -470,16 +594,21 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
         return;
     };
     leave(node, scope, origin);
+    #[cfg(feature = "tracing")]
+    if !matches!(origin, Origin::Parent | Origin::OtherParent) {
+        provenance::emit(node);
+    }
     if registry.is_empty() {
         return;
     }
 
     let mut wake = Wakeups::default();
     // An explicit stack rather than recursion: trees may be very deep. It
-    // allocates only when there are children to descend into.
+    // allocates only when there are children to descend into. Each registry
+    // goes with the address of the scope it came from, for merged children.
     let mut pending = Vec::new();
-    let mut next = Some(registry);
-    while let Some(registry) = next.take().or_else(|| pending.pop()) {
+    let mut next = Some((registry, scope as *const Scope as usize));
+    while let Some((registry, drained)) = next.take().or_else(|| pending.pop()) {
         for registration in registry.drain() {
             match registration {
                 Registration::Child(child) => {
@@ -489,11 +618,14 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
                         continue;
                     };
                     let child_scope = child.scope().expect("children are scopes");
-                    if let Some(grandchildren) =
-                        child_scope.finish(err, cause.clone(), Origin::Parent)
-                    {
-                        leave(&child, child_scope, Origin::Parent);
-                        pending.push(grandchildren);
+                    let origin = if child_scope.merged() {
+                        merged_child_origin(&child, drained)
+                    } else {
+                        Origin::Parent
+                    };
+                    if let Some(grandchildren) = child_scope.finish(err, cause.clone(), origin) {
+                        leave(&child, child_scope, origin);
+                        pending.push((grandchildren, child_scope as *const Scope as usize));
                     }
                     // Dropping `child` here may free it: it is done, so its
                     // drop takes no lock of ours.
@@ -503,6 +635,17 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
         }
     }
     wake.run();
+}
+
+/// Whether a drain of the scope at `drained` ends the merged scope `child`
+/// through its first parent or its second (out of line: rare).
+#[cold]
+#[inline(never)]
+fn merged_child_origin(child: &Node, drained: usize) -> Origin {
+    match parent_scope(child) {
+        Some(first) if first as *const Scope as usize == drained => Origin::Parent,
+        _ => Origin::OtherParent,
+    }
 }
 
 /// A just-ended scope leaves the structures that still point at it: the
@@ -517,12 +660,13 @@ fn leave(node: &NodeRef, scope: &Scope, origin: Origin) {
     if scope.has_own_deadline() && origin != Origin::Timer {
         timer::remove(node);
     }
-    if origin != Origin::Parent || scope.merged {
+    let merged = scope.merged();
+    if origin != Origin::Parent || merged {
         if let Some(parent) = parent_scope(node) {
             deregister_from(parent, node, &scope.key_in_parent);
         }
     }
-    if scope.merged {
+    if merged {
         leave_other_parent(node);
     }
 }
@@ -546,14 +690,15 @@ fn parent_scope(node: &Node) -> Option<&Scope> {
 /// nearest scope above, or a merged scope's second parent), unless the
 /// parent's drain took it already.
 fn deregister_from(parent_scope: &Scope, node: &Node, key: &AtomicU32) {
-    let key = key.load(Ordering::Relaxed);
-    if key != FIRST_CHILD {
-        drop(parent_scope.deregister(key as usize));
+    let current = key.load(Ordering::Relaxed);
+    if current != FIRST_CHILD {
+        drop(parent_scope.deregister(current as usize));
         return;
     }
     // Only our own registration can hold our address. If it is gone, the
-    // parent's drain took it. This and the drain's swap are the only ways
-    // out of the slot, and they order on it alone.
+    // parent's drain took it, or a tree snapshot moved it into the registry
+    // (`Scope::snapshot`). These and the drain's swap are the only ways out
+    // of the slot, and they order on it alone.
     let raw = node_ref::raw_address(node);
     if parent_scope
         .first_child
@@ -562,7 +707,27 @@ fn deregister_from(parent_scope: &Scope, node: &Node, key: &AtomicU32) {
     {
         // SAFETY: the compare-and-swap gave the registration back to us.
         drop(unsafe { WeakNodeRef::from_raw(raw) });
+        return;
     }
+    leave_after_snapshot(parent_scope, key);
+}
+
+/// The slow way out of a parent whose `first_child` slot no longer holds
+/// us: under the parent's lock, a drain has ended it (nothing to do) or a
+/// snapshot has moved us into its registry and stored our new key there
+/// (taking the lock orders that store before our load). A snapshot that
+/// found us being released moved nothing and left the key as it was.
+#[cold]
+#[inline(never)]
+fn leave_after_snapshot(parent_scope: &Scope, key: &AtomicU32) {
+    let removed = parent_scope.with_registry(|registry| {
+        // Relaxed: written under this lock (see `Scope::snapshot`).
+        match key.load(Ordering::Relaxed) {
+            FIRST_CHILD => None,
+            moved => registry.remove(moved as usize),
+        }
+    });
+    drop(removed);
 }
 
 /// Called when the last reference to a scope node goes away: a live scope
@@ -578,7 +743,8 @@ pub(crate) fn release(node: &Node, scope: &Scope) {
         return;
     }
     let parent = parent_scope(node);
-    if !scope.has_own_deadline() && parent.is_none() && !scope.merged {
+    let merged = scope.merged();
+    if !scope.has_own_deadline() && parent.is_none() && !merged {
         return; // nothing points at this scope
     }
     if scope.has_own_deadline() {
@@ -587,7 +753,7 @@ pub(crate) fn release(node: &Node, scope: &Scope) {
     if let Some(parent) = parent {
         deregister_from(parent, node, &scope.key_in_parent);
     }
-    if scope.merged {
+    if merged {
         leave_other_parent(node);
     }
 }
@@ -663,7 +829,6 @@ impl Wakeups {
 
 /// What a snapshot sees of one live scope: strong references to its live
 /// children, and how many waiters and callbacks are pending on it.
-#[allow(dead_code)] // until tree.rs lands
 #[derive(Default)]
 pub(crate) struct ScopeView {
     pub(crate) children: Vec<NodeRef>,
@@ -673,7 +838,6 @@ pub(crate) struct ScopeView {
     pub(crate) callbacks: usize,
 }
 
-#[allow(dead_code)] // until tree.rs lands
 impl Scope {
     /// The scope's live children and pending registrations, or `None` once
     /// it has ended. Takes the scope's lock for the copy, never blocks a
@@ -681,13 +845,11 @@ impl Scope {
     ///
     /// A child in the lock-free `first_child` slot cannot be read in place:
     /// it may leave the slot and be freed at any moment. So the snapshot
-    /// moves it into the registry, under the lock, and tells it its new key.
-    /// A child that reads its key before that store finds the slot no longer
-    /// holds it, and takes itself as drained: it never touches the registry
-    /// again, and its entry, stale, is dropped with the registry (at the
-    /// scope's end). That costs one entry, only when a snapshot races the
-    /// child's own departure; the owner-removes-its-own-key invariant holds,
-    /// as nothing but the owner (or the drain) ever removes an entry.
+    /// moves it into the registry, under the lock, and stores its new key.
+    /// A child leaving meanwhile finds the slot no longer holds it, and looks
+    /// for its key again under this lock (`leave_after_snapshot`); one being
+    /// released (no strong reference left) is not moved, and its weak
+    /// reference is dropped by the caller.
     ///
     /// The strong references are the caller's to drop, after the lock: a
     /// last one releases its node, which may take this scope's lock.
@@ -719,9 +881,8 @@ impl Scope {
                 return;
             };
             let key = registry.insert(Registration::Child(weak));
-            // Relaxed: read by the child's own deregistration, which then
-            // takes this lock; one that read the old key instead leaves a
-            // stale entry (see above).
+            // Relaxed: a child that read the old key finds the slot empty
+            // and reads this one again under this lock.
             key_in(&child, self).store(key as u32, Ordering::Relaxed);
             view.children.push(child);
         })
@@ -732,7 +893,6 @@ impl Scope {
 
 /// Where `child` keeps its place in `parent`: its own key, or, for a merged
 /// scope registered with `parent` as its second parent, that one.
-#[allow(dead_code)] // until tree.rs lands
 fn key_in<'a>(child: &'a Node, parent: &Scope) -> &'a AtomicU32 {
     match child.other_parent() {
         Some((other, key)) if std::ptr::eq(other, parent) => key,

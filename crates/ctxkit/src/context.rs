@@ -6,9 +6,11 @@ use crate::error::{Cause, Error};
 use crate::handle::CancelHandle;
 use crate::merge::Merged;
 use crate::node_ref::NodeRef;
+use crate::provenance::{self, Provenance, SiteId};
 use crate::sync::{Arc, AtomicU32};
 use crate::values::ValueLayer;
 use std::fmt;
+use std::panic::Location;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -106,14 +108,16 @@ pub(crate) struct Node {
     layer: Layer,
 }
 
+// Each layer keeps where it was created (`provenance::SiteId`): a scope in
+// its header, a value layer in itself, the others beside their tag.
 enum Layer {
-    Todo,
+    Todo(SiteId),
     Cancel(Scope),
     /// A scope with a second parent (`Context::merge`); boxed, as it is
     /// larger than any other layer and rare.
     Merge(Box<Merged>),
     Value(ValueLayer),
-    WithoutCancel,
+    WithoutCancel(SiteId),
 }
 
 impl Node {
@@ -165,6 +169,40 @@ impl Node {
         }
     }
 
+    /// Where this node was created: the call to `with_cancel`,
+    /// `with_value`, `merge`... that made it (`#[track_caller]`).
+    pub(crate) fn created_at(&self) -> &'static Location<'static> {
+        provenance::created_at(self.site())
+    }
+
+    fn site(&self) -> SiteId {
+        match &self.layer {
+            Layer::Todo(site) | Layer::WithoutCancel(site) => *site,
+            Layer::Cancel(scope) => scope.site(),
+            Layer::Merge(merged) => merged.scope.site(),
+            Layer::Value(values) => values.site,
+        }
+    }
+
+    /// How long ago this node was created (to a few milliseconds: see
+    /// `provenance`).
+    pub(crate) fn age(&self) -> Duration {
+        provenance::age(self.born())
+    }
+
+    /// When this node was created, in coarse clock ticks.
+    pub(crate) fn born(&self) -> u32 {
+        crate::node_ref::born(self)
+    }
+
+    /// A merged node's second parent; `None` for any other node.
+    pub(crate) fn other_parent_context(&self) -> Option<&Context> {
+        match &self.layer {
+            Layer::Merge(merged) => Some(&merged.other),
+            _ => None,
+        }
+    }
+
     /// The parent's reference, taken out so that the caller releases it.
     #[inline]
     pub(crate) fn take_parent(&mut self) -> Option<NodeRef> {
@@ -196,10 +234,50 @@ impl Context {
     /// assert!(!ctx.is_done());
     /// assert_eq!(format!("{ctx:?}"), "context.TODO");
     /// ```
+    #[track_caller]
     pub fn todo() -> Context {
         static TODO: OnceLock<Context> = OnceLock::new();
-        TODO.get_or_init(|| Context::derive(&Context::background(), || Layer::Todo))
-            .clone()
+        // One for the process: its creation site is its first caller's.
+        let site = Location::caller();
+        TODO.get_or_init(|| {
+            let site = provenance::site_id(site);
+            Context::derive(&Context::background(), || Layer::Todo(site))
+        })
+        .clone()
+    }
+
+    /// This context's node; `None` for `background()`.
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.node.as_deref()
+    }
+
+    /// Who cancelled this context, from where, when, and how long it had
+    /// lived; `None` while it is live (and always for a context that can
+    /// never be cancelled).
+    ///
+    /// Works for any context under the cancelled one: the answer names the
+    /// context whose cancellation it was, and how many levels up it is. See
+    /// the [`provenance`](crate::provenance) module for what is recorded
+    /// and what it costs.
+    ///
+    /// ```
+    /// use ctxkit::provenance::Origin;
+    /// use ctxkit::Context;
+    ///
+    /// let (server, _s) = Context::background().with_cancel();
+    /// let (request, cancel) = server.with_cancel(); // the handle's creation site
+    /// let (query, _q) = request.with_cancel();
+    /// drop(cancel); // e.g. a `let (ctx, _) = ...` that was meant to keep it
+    /// let why = query.provenance().unwrap();
+    /// assert_eq!(why.origin(), Origin::HandleDropped);
+    /// assert_eq!(why.levels_up(), 1);
+    /// assert_eq!(why.created_at().line(), line!() - 6);
+    /// let text = why.to_string();
+    /// assert!(text.starts_with("canceled 1 level up: CancelHandle dropped (created at "), "{text}");
+    /// assert!(server.provenance().is_none(), "live");
+    /// ```
+    pub fn provenance(&self) -> Option<Provenance> {
+        provenance::of(self)
     }
 
     /// A child of this context with the layer `make` builds, once the node's
@@ -228,8 +306,10 @@ impl Context {
     /// assert!(!parent.is_done(), "cancellation flows down, never up");
     /// ```
     #[inline]
+    #[track_caller]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        self.new_scope(self.scope(), Deadline::NEVER, None)
+        let site = provenance::site_id(Location::caller());
+        self.new_scope(self.scope(), Deadline::NEVER, None, site)
     }
 
     /// A child context that is also cancelled, with
@@ -262,6 +342,7 @@ impl Context {
     /// assert_eq!(ctx.deadline(), Some(deadline));
     /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
     /// ```
+    #[track_caller]
     pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
         self.with_deadline_of(OwnDeadline::at(deadline, None))
     }
@@ -277,6 +358,7 @@ impl Context {
     /// drop(cancel); // dropping the handle cancels: nothing is left running
     /// assert!(ctx.is_done());
     /// ```
+    #[track_caller]
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
         self.with_deadline_of(OwnDeadline::after(timeout, None))
     }
@@ -302,6 +384,7 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     /// assert!(ctx.cause().unwrap().downcast_ref::<SlowUpstream>().is_some());
     /// ```
+    #[track_caller]
     pub fn with_deadline_cause<E>(&self, deadline: Instant, cause: E) -> (Context, CancelHandle)
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -319,6 +402,7 @@ impl Context {
     /// let (ctx, _cancel) = Context::background().with_timeout_cause(Duration::ZERO, cause);
     /// assert_eq!(ctx.cause().unwrap().to_string(), "lookup budget spent");
     /// ```
+    #[track_caller]
     pub fn with_timeout_cause<E>(&self, timeout: Duration, cause: E) -> (Context, CancelHandle)
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -358,6 +442,7 @@ impl Context {
     /// }
     /// ```
     #[must_use = "a detached context does nothing unless it is used"]
+    #[track_caller]
     pub fn with_timeout_detached(&self, timeout: Duration) -> Context {
         let (ctx, handle) = self.with_timeout(timeout);
         handle.detach();
@@ -376,6 +461,7 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     /// ```
     #[must_use = "a detached context does nothing unless it is used"]
+    #[track_caller]
     pub fn with_deadline_detached(&self, deadline: Instant) -> Context {
         let (ctx, handle) = self.with_deadline(deadline);
         handle.detach();
@@ -386,35 +472,38 @@ impl Context {
     /// already as early: then, as in Go, the child is a plain cancel scope
     /// (no deadline of its own, no timer entry) that follows its ancestors'.
     #[inline]
+    #[track_caller]
     fn with_deadline_of(&self, own: OwnDeadline) -> (Context, CancelHandle) {
+        let site = provenance::site_id(Location::caller());
         let parent = self.scope();
         let deadline = Deadline::from_instant(own.at);
         if deadline >= self.effective_deadline() {
-            return self.new_scope(parent, Deadline::NEVER, None);
+            return self.new_scope(parent, Deadline::NEVER, None, site);
         }
-        self.new_scope(parent, deadline, Some(own.expiry))
+        self.new_scope(parent, deadline, Some(own.expiry), site)
     }
 
     /// A child scope under `parent` (this context's scope) with the deadline
     /// `own` of its own (`NEVER`: none), ending as `expiry` says (given
-    /// exactly when `own` is).
+    /// exactly when `own` is), created at `site`.
     #[inline]
     fn new_scope(
         &self,
         parent: Option<&Scope>,
         own: Deadline,
         expiry: Option<cancel::Expiry>,
+        site: SiteId,
     ) -> (Context, CancelHandle) {
         // A child of a scope that ended with its default cause is born done:
         // no lock, no registration, no timer entry. (Any other done parent is
         // caught by `attach`, under the parent's lock.)
         if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
-            let ctx = self.derive(|| Layer::Cancel(Scope::new_done(own, err)));
+            let ctx = self.derive(|| Layer::Cancel(Scope::new_done(own, err, site)));
             return (ctx, CancelHandle::ended());
         }
         let (node, handle_node) = NodeRef::new_pair(|| Node {
             parent: self.clone(),
-            layer: Layer::Cancel(Scope::new(own)),
+            layer: Layer::Cancel(Scope::new(own, site)),
         });
         if parent.is_some() || expiry.is_some() {
             cancel::attach(&node, parent, expiry);
@@ -429,12 +518,13 @@ impl Context {
         &self,
         other: &Context,
         values: Option<ValueLayer>,
+        site: SiteId,
     ) -> (Context, CancelHandle) {
         let parent = self.scope();
         let (node, handle_node) = NodeRef::new_pair(|| Node {
             parent: self.clone(),
             layer: Layer::Merge(Box::new(Merged {
-                scope: Scope::new_merged(),
+                scope: Scope::new_merged(site),
                 other: other.clone(),
                 key_in_other: AtomicU32::new(u32::MAX),
                 values,
@@ -505,8 +595,10 @@ impl Context {
     /// assert_eq!(ctx.value::<User>().unwrap().0, "ana");
     /// assert!(ctx.value::<String>().is_none());
     /// ```
+    #[track_caller]
     pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
-        let values = ValueLayer::new(self.scope_node().cloned(), self.value_layer(), value);
+        let mut values = ValueLayer::new(self.scope_node().cloned(), self.value_layer(), value);
+        values.site = provenance::site_id(Location::caller());
         self.derive(|| Layer::Value(values))
     }
 
@@ -527,8 +619,10 @@ impl Context {
     /// assert!(!detached.is_done());
     /// assert_eq!(detached.value::<TraceId>().unwrap().0, 42);
     /// ```
+    #[track_caller]
     pub fn without_cancel(&self) -> Context {
-        self.derive(|| Layer::WithoutCancel)
+        let site = provenance::site_id(Location::caller());
+        self.derive(|| Layer::WithoutCancel(site))
     }
 
     /// The nearest cancellation scope node at or above this context, if any.
@@ -789,12 +883,12 @@ impl fmt::Debug for Context {
             layers.push(&node.layer);
             next = node.parent.node.as_deref();
         }
-        if !matches!(layers.last(), Some(Layer::Todo)) {
+        if !matches!(layers.last(), Some(Layer::Todo(_))) {
             f.write_str("context.Background")?;
         }
         for layer in layers.iter().rev() {
             match layer {
-                Layer::Todo => f.write_str("context.TODO")?,
+                Layer::Todo(_) => f.write_str("context.TODO")?,
                 Layer::Cancel(scope) if scope.has_own_deadline() => {
                     let deadline = scope.own_deadline().instant().expect("own deadline");
                     let now = Instant::now();
@@ -816,7 +910,7 @@ impl fmt::Debug for Context {
                     dropped_note(&merged.scope, ", ")
                 )?,
                 Layer::Value(values) => write!(f, ".WithValue({})", values.type_name)?,
-                Layer::WithoutCancel => f.write_str(".WithoutCancel")?,
+                Layer::WithoutCancel(_) => f.write_str(".WithoutCancel")?,
             }
         }
         Ok(())
@@ -845,7 +939,11 @@ mod tests {
     use super::*;
 
     /// Bytes per live child context are a published number (BENCHMARKS.md):
-    /// a field added to `Node` or `Scope` must be paid for knowingly.
+    /// a field added to `Node` or `Scope` must be paid for knowingly. The
+    /// provenance record (BENCHMARKS.md, "Provenance") fits in the same
+    /// bytes: a scope's creation site in its header's spare bytes, the
+    /// creation time beside the block's counts (`node_ref`), the end's site
+    /// and time in the closed `first_child` slot.
     #[test]
     fn a_node_stays_small() {
         assert!(
@@ -853,6 +951,8 @@ mod tests {
             "{}",
             std::mem::size_of::<Node>()
         );
+        assert_eq!(std::mem::size_of::<Scope>(), 56);
+        assert_eq!(std::mem::size_of::<Layer>(), 56, "the layer's tag is a niche");
         assert!(std::mem::size_of::<crate::registry::Registration>() <= 24);
         assert_eq!(std::mem::size_of::<Context>(), 8);
         // One pointer each, so that `with_cancel` returns its pair in two
@@ -860,3 +960,4 @@ mod tests {
         assert_eq!(std::mem::size_of::<CancelHandle>(), 8);
     }
 }
+

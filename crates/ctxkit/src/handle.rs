@@ -4,8 +4,10 @@ use crate::cancel::{self, Origin};
 use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::node_ref::NodeRef;
+use crate::provenance;
 use crate::sync::Arc;
 use std::fmt;
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
 /// Cancels the context it was returned with, and with it every context
@@ -72,11 +74,15 @@ impl CancelHandle {
     /// cancel.cancel(); // idempotent
     /// assert!(grandchild.is_done());
     /// ```
+    ///
+    /// The call site is recorded for [`Context::provenance`](crate::Context::provenance).
     #[inline]
+    #[track_caller]
     pub fn cancel(&self) {
         if let Some(node) = self.live_node() {
+            let site = provenance::site_id(Location::caller());
             // `None`: the default cause, without touching its shared count.
-            cancel::cancel(node, Error::Canceled, None, Origin::Handle);
+            cancel::cancel(node, Error::Canceled, None, Origin::Handle(site));
         }
     }
 
@@ -92,12 +98,15 @@ impl CancelHandle {
     /// cancel.cancel_with(std::io::Error::other("ignored: already cancelled"));
     /// assert_eq!(ctx.cause().unwrap().to_string(), "config reloaded");
     /// ```
+    #[track_caller]
     pub fn cancel_with<E>(&self, cause: E)
     where
         E: std::error::Error + Send + Sync + 'static,
     {
         if let Some(node) = self.live_node() {
-            cancel::cancel(node, Error::Canceled, Some(Arc::new(cause)), Origin::Handle);
+            let site = provenance::site_id(Location::caller());
+            let cause = Some(Arc::new(cause) as Cause);
+            cancel::cancel(node, Error::Canceled, cause, Origin::Handle(site));
         }
     }
 
@@ -105,9 +114,65 @@ impl CancelHandle {
     /// already shared: the context's cause is `cause` itself (the same
     /// allocation), so that whoever holds another reference to it sees the
     /// very value the context reports.
+    #[track_caller]
     pub(crate) fn cancel_with_cause(&self, cause: Cause) {
         if let Some(node) = self.live_node() {
-            cancel::cancel(node, Error::Canceled, Some(cause), Origin::Handle);
+            let site = provenance::site_id(Location::caller());
+            cancel::cancel(node, Error::Canceled, Some(cause), Origin::Handle(site));
+        }
+    }
+
+    /// Cancels as [`cancel`](CancelHandle::cancel) does, on behalf of
+    /// `source`: something outside the program, which
+    /// [`Context::provenance`](crate::Context::provenance) then names
+    /// ([`Origin::Integration`](crate::provenance::Origin::Integration)),
+    /// as does the `tracing` event of feature `tracing`.
+    ///
+    /// For integrations: name the event, not the code, in a few words that
+    /// read well after "canceled: ", such as `"SIGTERM received"`, `"HTTP
+    /// client disconnected"`, `"HTTP server shutting down"`, `"gRPC caller
+    /// cancelled"`. The core's [`signal`](crate#features) module names
+    /// the signal. The context's [`cause`](crate::Context::cause) is
+    /// [`Error::Canceled`]; to give a cause too, use
+    /// [`cancel_from_with`](CancelHandle::cancel_from_with).
+    ///
+    /// ```
+    /// use ctxkit::provenance::Origin;
+    /// use ctxkit::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_from("HTTP client disconnected");
+    /// let why = ctx.provenance().unwrap();
+    /// assert_eq!(why.origin(), Origin::Integration("HTTP client disconnected"));
+    /// assert!(why.to_string().starts_with("canceled: HTTP client disconnected, "));
+    /// ```
+    pub fn cancel_from(&self, source: &'static str) {
+        if let Some(node) = self.live_node() {
+            let source = provenance::source_id(source);
+            cancel::cancel(node, Error::Canceled, None, Origin::Integration(source));
+        }
+    }
+
+    /// [`cancel_from`](CancelHandle::cancel_from) with a cause, as
+    /// [`cancel_with`](CancelHandle::cancel_with) gives one.
+    ///
+    /// ```
+    /// use ctxkit::provenance::Origin;
+    /// use ctxkit::{Context, Message};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_from_with("gRPC caller cancelled", Message::new("client sent RST_STREAM"));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "client sent RST_STREAM");
+    /// assert_eq!(ctx.provenance().unwrap().origin(), Origin::Integration("gRPC caller cancelled"));
+    /// ```
+    pub fn cancel_from_with<E>(&self, source: &'static str, cause: E)
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(node) = self.live_node() {
+            let source = provenance::source_id(source);
+            let cause = Some(Arc::new(cause) as Cause);
+            cancel::cancel(node, Error::Canceled, cause, Origin::Integration(source));
         }
     }
 
@@ -240,8 +305,25 @@ impl Drop for CancelHandle {
     #[inline]
     fn drop(&mut self) {
         if let Some(node) = self.live_node() {
+            if provenance::drop_backtraces() {
+                return drop_with_backtrace(node);
+            }
             cancel::cancel(node, Error::Canceled, None, Origin::Dropped);
         }
+    }
+}
+
+/// A handle's drop with `CTXKIT_DROP_BACKTRACE=1`: the backtrace is
+/// recorded before the cancel, so that whoever sees the context ended by the
+/// drop finds it, and forgotten if something else ended it first.
+#[cold]
+#[inline(never)]
+fn drop_with_backtrace(node: &NodeRef) {
+    let number = provenance::record_drop_backtrace(node);
+    cancel::cancel(node, Error::Canceled, None, Origin::Dropped);
+    let scope = node.scope().expect("a handle holds a scope node");
+    if !scope.ended_by_dropped_handle() {
+        provenance::forget_drop_backtrace(node, number);
     }
 }
 

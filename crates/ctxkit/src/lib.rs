@@ -242,6 +242,7 @@ pub mod pipeline;
 pub mod pool;
 #[cfg(not(loom))]
 pub mod process;
+pub mod provenance;
 mod registry;
 // tokio has no signal support under loom, and models need none.
 #[cfg(all(feature = "signal", not(loom)))]
@@ -255,6 +256,7 @@ pub use after_func::AfterFunc;
 pub use context::Context;
 pub use error::{Cause, Error, Message};
 pub use handle::CancelHandle;
+pub use provenance::Provenance;
 pub use wait::{Done, OwnedDone};
 
 /// Process-wide diagnostics, for leak checks in tests and for metrics.

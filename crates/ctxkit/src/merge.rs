@@ -73,6 +73,7 @@ impl Context {
     /// assert!(!request.is_done(), "the request itself goes on");
     /// ```
     #[inline]
+    #[track_caller]
     pub fn merge(&self, other: &Context) -> (Context, CancelHandle) {
         if other.adds_nothing() {
             return self.with_cancel();
@@ -87,6 +88,7 @@ impl Context {
         self.scope_node().is_none() && self.value_layer().is_none()
     }
 
+    #[track_caller]
     fn merge_with(&self, other: &Context) -> (Context, CancelHandle) {
         if self.adds_nothing() {
             return other.with_cancel();
@@ -94,7 +96,8 @@ impl Context {
         let values = other
             .value_layer()
             .map(|theirs| ValueLayer::merged(self.value_layer(), theirs));
-        self.new_merged(other, values)
+        let site = crate::provenance::site_id(std::panic::Location::caller());
+        self.new_merged(other, values, site)
     }
 }
 

@@ -9,8 +9,8 @@
 //! - [`NodeRef::new_pair`] starts a block with two owners (the context and
 //!   its handle) instead of creating one and cloning it: one atomic
 //!   read-modify-write (RMW) less per `with_cancel`.
-//! - Both counts live in one word, so one load tells an owner that it is the
-//!   only reference of either kind. Such an owner (the common case: a
+//! - Both counts live in one 32-bit word, so one load tells an owner that it
+//!   is the only reference of either kind. Such an owner (the common case: a
 //!   context dropped after its handle, with no registration pointing at it)
 //!   frees the node with no RMW at all, where `Arc` needs two.
 //! - The last owner of a node releases its parent in the same loop, so a
@@ -34,35 +34,46 @@
 //!   whoever holds the only reference of both kinds holds the block alone.
 
 use crate::context::Node;
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
 struct Block {
-    /// The strong count in the low half, the weak count in the high half.
-    counts: AtomicU64,
+    /// The strong count in the low 24 bits, the weak count in the high 8.
+    counts: AtomicU32,
+    /// When the node was created, in coarse clock ticks (see
+    /// `provenance`): the other half of the word the counts once had to
+    /// themselves, so that a block is still 72 bytes (an 80-byte glibc
+    /// chunk). Written once, before the block is shared.
+    born: u32,
     node: Node,
 }
 
 /// One strong reference, in `Block::counts`.
-const STRONG: u64 = 1;
+const STRONG: u32 = 1;
 /// One weak reference, in `Block::counts`.
-const WEAK: u64 = 1 << 32;
+const WEAK: u32 = 1 << 24;
 /// The counts of a block held by exactly one `NodeRef` and no `WeakNodeRef`.
-const SOLE_OWNER: u64 = STRONG + WEAK;
-/// Counts beyond this are references leaked in a loop; abort rather than
-/// overflow into a use after free (as `Arc` does). Two billion references
-/// to one context is far beyond any real program.
-const MAX_REFS: u64 = i32::MAX as u64;
+const SOLE_OWNER: u32 = STRONG + WEAK;
+/// Strong counts beyond this abort rather than overflow into the weak count
+/// and a use after free (as `Arc` does at `isize::MAX`). A strong reference
+/// is a clone of a context or a live child: fifteen million of them on one
+/// context (a gigabyte and a half of children) is beyond any real program.
+/// The margin below 2^24 absorbs increments racing the check.
+const MAX_STRONG: u32 = (1 << 24) - (1 << 20);
+/// Weak references are few per node (the implicit one, its place in its
+/// parent, its timer entry, a merge's second parent, a tree snapshot's):
+/// past this, abort as above.
+const MAX_WEAK: u32 = 192;
 
-fn strong_count(counts: u64) -> u64 {
+fn strong_count(counts: u32) -> u32 {
     counts & (WEAK - 1)
 }
 
-fn weak_count(counts: u64) -> u64 {
-    counts >> 32
+fn weak_count(counts: u32) -> u32 {
+    counts >> 24
 }
 
 /// A strong reference to a node: keeps it alive and readable.
@@ -121,7 +132,7 @@ impl NodeRef {
         // Relaxed: our strong reference keeps the block alive, so nothing
         // needs ordering here (as in `Arc::downgrade`).
         let previous = this.block().counts.fetch_add(WEAK, Ordering::Relaxed);
-        if weak_count(previous) >= MAX_REFS {
+        if weak_count(previous) >= MAX_WEAK {
             std::process::abort();
         }
         WeakNodeRef { block: this.block }
@@ -129,7 +140,7 @@ impl NodeRef {
 }
 
 #[inline]
-fn allocate(make: impl FnOnce() -> Node, strong: u64) -> NonNull<Block> {
+fn allocate(make: impl FnOnce() -> Node, strong: u32) -> NonNull<Block> {
     let block = spare::take().unwrap_or_else(|| {
         let layout = Layout::new::<Block>();
         // SAFETY: `Block` has a non-zero size.
@@ -142,7 +153,8 @@ fn allocate(make: impl FnOnce() -> Node, strong: u64) -> NonNull<Block> {
     // node was dropped and which nobody can reach), so valid for the write.
     unsafe {
         block.as_ptr().write(Block {
-            counts: AtomicU64::new(strong * STRONG + WEAK),
+            counts: AtomicU32::new(strong * STRONG + WEAK),
+            born: crate::provenance::now_ticks(),
             node: make(),
         });
     }
@@ -164,7 +176,7 @@ impl Clone for NodeRef {
         // Relaxed: a new reference can only be made from an existing one,
         // which keeps the node alive meanwhile (as in `Arc::clone`).
         let previous = self.block().counts.fetch_add(STRONG, Ordering::Relaxed);
-        if strong_count(previous) >= MAX_REFS {
+        if strong_count(previous) >= MAX_STRONG {
             std::process::abort();
         }
         NodeRef { block: self.block }
@@ -246,6 +258,13 @@ unsafe fn release_last_strong(mut block: NonNull<Block>) {
     }
 }
 
+/// When `node` was created, in coarse clock ticks.
+pub(crate) fn born(node: &Node) -> u32 {
+    // SAFETY: every node lives in a block, at this offset (`raw_address`),
+    // and `born` is written before the block is shared, never after.
+    unsafe { (*(raw_address(node) as *const Block)).born }
+}
+
 /// The address [`WeakNodeRef::into_raw`] gives for a reference to `node`.
 pub(crate) fn raw_address(node: &Node) -> usize {
     // Every node lives in a block, at this offset.
@@ -325,7 +344,7 @@ impl WeakNodeRef {
             if strong == 0 {
                 return None; // the node is dropped, or being dropped
             }
-            if strong >= MAX_REFS {
+            if strong >= MAX_STRONG {
                 std::process::abort();
             }
             // Acquire on success, as in `Weak::upgrade`: what the node's
@@ -500,7 +519,7 @@ mod tests {
     use super::*;
     use crate::Context;
 
-    fn counts(node: &NodeRef) -> (u64, u64) {
+    fn counts(node: &NodeRef) -> (u32, u32) {
         let counts = node.block().counts.load(Ordering::Relaxed);
         (strong_count(counts), weak_count(counts))
     }

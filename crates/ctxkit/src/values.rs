@@ -20,6 +20,8 @@ pub(crate) struct ValueLayer {
     pub(crate) scope: Option<NodeRef>,
     /// The type this layer added, for `Debug`.
     pub(crate) type_name: &'static str,
+    /// Where the layer was created (`provenance`), set by its deriver.
+    pub(crate) site: crate::provenance::SiteId,
     index: Box<[Entry]>,
 }
 
@@ -63,6 +65,7 @@ impl ValueLayer {
         ValueLayer {
             scope,
             type_name: std::any::type_name::<T>(),
+            site: 0,
             index: index.into_boxed_slice(),
         }
     }
@@ -89,6 +92,7 @@ impl ValueLayer {
         ValueLayer {
             scope: None,
             type_name: "merge",
+            site: 0,
             index: index.into_boxed_slice(),
         }
     }
