@@ -283,32 +283,56 @@ mod stream {
     /// Yields the items of `stream` until it ends or `ctx` is done, whichever
     /// comes first. See [`OrDoneStream`] for the exact contract.
     ///
-    /// ```ignore
+    /// ```
     /// use ctxkit::{or_done::or_done_stream, Context, Error};
     /// use futures::StreamExt;
     ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub trait StreamExt: futures_core::Stream + Unpin + Sized {
+    /// #         fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+    /// #             std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+    /// #         }
+    /// #     }
+    /// #     impl<S: futures_core::Stream + Unpin> StreamExt for S {}
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct PollFn<F>(F);
+    /// #         impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> Stream for PollFn<F> {
+    /// #             type Item = T;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// #                 (self.0)(cx)
+    /// #             }
+    /// #         }
+    /// #         pub fn poll_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>>>(f: F) -> PollFn<F> {
+    /// #             PollFn(f)
+    /// #         }
+    /// #     }
+    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let (ctx, cancel) = Context::background().with_cancel();
-    /// // A stream that would never end by itself.
-    /// let ticks = futures::stream::iter(1..).then(|n| async move {
-    ///     tokio::task::yield_now().await;
-    ///     n
-    /// });
-    /// let mut ticks = or_done_stream(&ctx, Box::pin(ticks));
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    /// for n in 1..=5 {
+    ///     tx.send(n).await.unwrap();
+    /// }
+    /// // The channel stays open (`tx` lives): only the context can end the loop.
+    /// let items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    /// let mut items = or_done_stream(&ctx, items);
     /// let mut seen = Vec::new();
-    /// while let Some(n) = ticks.next().await {
+    /// while let Some(n) = items.next().await {
     ///     seen.push(n);
     ///     if n == 3 {
     ///         cancel.cancel();
     ///     }
     /// }
     /// assert_eq!(seen, [1, 2, 3]);
-    /// assert_eq!(ticks.err(), Some(Error::Canceled));
+    /// assert_eq!(items.err(), Some(Error::Canceled));
+    /// # drop(tx);
     /// # }
     /// ```
-    /// (Not run as a doctest: it needs the `futures` crate, which the core
-    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub fn or_done_stream<S: Stream + Unpin>(ctx: &Context, stream: S) -> OrDoneStream<S> {
         OrDoneStream {
             ctx: ctx.clone(),
@@ -321,21 +345,89 @@ mod stream {
     /// `stream.until_done(&ctx)`: [`or_done_stream`] as a method of every
     /// `Unpin` stream. Pin other streams first: `Box::pin(stream).until_done(&ctx)`.
     ///
-    /// ```ignore
+    /// ```
     /// use ctxkit::{or_done::ContextStreamExt, Context};
     /// use futures::StreamExt;
     ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub trait StreamExt: futures_core::Stream + Unpin + Sized {
+    /// #         fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+    /// #             std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+    /// #         }
+    /// #         async fn collect<C: Default + Extend<Self::Item>>(mut self) -> C {
+    /// #             let mut all = C::default();
+    /// #             while let Some(item) = self.next().await {
+    /// #                 all.extend([item]);
+    /// #             }
+    /// #             all
+    /// #         }
+    /// #     }
+    /// #     impl<S: futures_core::Stream + Unpin> StreamExt for S {}
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct Iter<I>(I);
+    /// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+    /// #             type Item = I::Item;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+    /// #                 Poll::Ready(self.0.next())
+    /// #             }
+    /// #         }
+    /// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+    /// #             Iter(items.into_iter())
+    /// #         }
+    /// #     }
+    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let items = futures::stream::iter(["a", "b"]).until_done(&Context::background());
     /// assert_eq!(items.collect::<Vec<_>>().await, ["a", "b"]);
     /// # }
     /// ```
-    /// (Not run as a doctest: it needs the `futures` crate, which the core
-    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub trait ContextStreamExt: Stream + Unpin + Sized {
         /// Yields items until the stream ends or `ctx` is done; see
         /// [`OrDoneStream`].
+        ///
+        /// ```
+        /// use ctxkit::{or_done::ContextStreamExt, Context, Error};
+        /// use futures::StreamExt;
+        /// use std::time::Duration;
+        ///
+        /// # // The parts of the `futures` crate this example uses, so that it runs
+        /// # // as a doctest of the core, which depends on `futures-core` only.
+        /// # mod futures {
+        /// #     pub trait StreamExt: futures_core::Stream + Unpin + Sized {
+        /// #         fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+        /// #             std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+        /// #         }
+        /// #     }
+        /// #     impl<S: futures_core::Stream + Unpin> StreamExt for S {}
+        /// #     pub mod stream {
+        /// #         use futures_core::Stream;
+        /// #         use std::{pin::Pin, task::{Context, Poll}};
+        /// #         pub struct Pending<T>(std::marker::PhantomData<T>);
+        /// #         impl<T> Stream for Pending<T> {
+        /// #             type Item = T;
+        /// #             fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<T>> {
+        /// #                 Poll::Pending
+        /// #             }
+        /// #         }
+        /// #         pub fn pending<T>() -> Pending<T> {
+        /// #             Pending(std::marker::PhantomData)
+        /// #         }
+        /// #     }
+        /// # }
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// // A stream with nothing to say, and a context that ends in 10 ms.
+        /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
+        /// let mut quiet = futures::stream::pending::<u8>().until_done(&ctx);
+        /// assert_eq!(quiet.next().await, None, "woken by the deadline");
+        /// assert_eq!(quiet.err(), Some(Error::DeadlineExceeded));
+        /// # }
+        /// ```
         fn until_done(self, ctx: &Context) -> OrDoneStream<Self> {
             or_done_stream(ctx, self)
         }
@@ -364,6 +456,51 @@ mod stream {
     /// stream is pending, the adapter registers a waker with the context
     /// (through [`Context::done_owned`]); the registration goes when the
     /// stream ends or the adapter is dropped.
+    ///
+    /// ```
+    /// use ctxkit::{or_done::ContextStreamExt, Context, Error};
+    /// use futures::StreamExt;
+    ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub trait StreamExt: futures_core::Stream + Unpin + Sized {
+    /// #         fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+    /// #             std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+    /// #         }
+    /// #     }
+    /// #     impl<S: futures_core::Stream + Unpin> StreamExt for S {}
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct PollFn<F>(F);
+    /// #         impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> Stream for PollFn<F> {
+    /// #             type Item = T;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// #                 (self.0)(cx)
+    /// #             }
+    /// #         }
+    /// #         pub fn poll_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>>>(f: F) -> PollFn<F> {
+    /// #             PollFn(f)
+    /// #         }
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// tx.send(1).unwrap();
+    /// let mut items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).until_done(&ctx);
+    /// assert_eq!(items.next().await, Some(1));
+    /// // The channel is empty and stays open (`tx` lives): the stream is pending
+    /// // until another task cancels the context.
+    /// let canceller = tokio::spawn(async move { cancel.cancel() });
+    /// assert_eq!(items.next().await, None);
+    /// assert_eq!(items.err(), Some(Error::Canceled));
+    /// canceller.await.unwrap();
+    /// drop(tx);
+    /// # }
+    /// ```
     pub struct OrDoneStream<S> {
         ctx: Context,
         stream: S,
@@ -379,31 +516,85 @@ mod stream {
         /// is done, `None` if the inner stream ended or the stream has not
         /// ended yet.
         ///
-        /// ```ignore
+        /// ```
         /// use ctxkit::{or_done::ContextStreamExt, Context, Error};
         /// use futures::StreamExt;
         ///
+        /// # // The parts of the `futures` crate this example uses, so that it runs
+        /// # // as a doctest of the core, which depends on `futures-core` only.
+        /// # mod futures {
+        /// #     pub trait StreamExt: futures_core::Stream + Unpin + Sized {
+        /// #         fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+        /// #             std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+        /// #         }
+        /// #     }
+        /// #     impl<S: futures_core::Stream + Unpin> StreamExt for S {}
+        /// #     pub mod stream {
+        /// #         use futures_core::Stream;
+        /// #         use std::{pin::Pin, task::{Context, Poll}};
+        /// #         pub struct Pending<T>(std::marker::PhantomData<T>);
+        /// #         impl<T> Stream for Pending<T> {
+        /// #             type Item = T;
+        /// #             fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<T>> {
+        /// #                 Poll::Pending
+        /// #             }
+        /// #         }
+        /// #         pub fn pending<T>() -> Pending<T> {
+        /// #             Pending(std::marker::PhantomData)
+        /// #         }
+        /// #     }
+        /// # }
         /// # #[tokio::main(flavor = "current_thread")]
         /// # async fn main() {
         /// let (ctx, cancel) = Context::background().with_cancel();
         /// let mut never = futures::stream::pending::<u8>().until_done(&ctx);
+        /// assert_eq!(never.err(), None, "not ended yet");
         /// cancel.cancel();
         /// assert_eq!(never.next().await, None);
         /// assert_eq!(never.err(), Some(Error::Canceled));
         /// # }
         /// ```
-        /// (Not run as a doctest: it needs the `futures` crate, which the core
-        /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
         pub fn err(&self) -> Option<Error> {
             self.ended.flatten()
         }
 
         /// Gives back the inner stream, with the items it still holds.
         ///
-        /// ```ignore
+        /// ```
         /// use ctxkit::{or_done::ContextStreamExt, Context};
         /// use futures::StreamExt;
         ///
+        /// # // The parts of the `futures` crate this example uses, so that it runs
+        /// # // as a doctest of the core, which depends on `futures-core` only.
+        /// # mod futures {
+        /// #     pub trait StreamExt: futures_core::Stream + Unpin + Sized {
+        /// #         fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+        /// #             std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+        /// #         }
+        /// #         async fn collect<C: Default + Extend<Self::Item>>(mut self) -> C {
+        /// #             let mut all = C::default();
+        /// #             while let Some(item) = self.next().await {
+        /// #                 all.extend([item]);
+        /// #             }
+        /// #             all
+        /// #         }
+        /// #     }
+        /// #     impl<S: futures_core::Stream + Unpin> StreamExt for S {}
+        /// #     pub mod stream {
+        /// #         use futures_core::Stream;
+        /// #         use std::{pin::Pin, task::{Context, Poll}};
+        /// #         pub struct Iter<I>(I);
+        /// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+        /// #             type Item = I::Item;
+        /// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+        /// #                 Poll::Ready(self.0.next())
+        /// #             }
+        /// #         }
+        /// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+        /// #             Iter(items.into_iter())
+        /// #         }
+        /// #     }
+        /// # }
         /// # #[tokio::main(flavor = "current_thread")]
         /// # async fn main() {
         /// let (ctx, cancel) = Context::background().with_cancel();
@@ -414,8 +605,6 @@ mod stream {
         /// assert_eq!(items.into_inner().collect::<Vec<_>>().await, [1, 2]);
         /// # }
         /// ```
-        /// (Not run as a doctest: it needs the `futures` crate, which the core
-        /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
         pub fn into_inner(self) -> S {
             self.stream
         }

@@ -15,6 +15,7 @@
 //! job; `try_submit` succeeds only while a worker is waiting for one).
 //!
 //! ```
+//! # #[cfg(feature = "crossbeam")] {
 //! use ctxkit::pool::Pool;
 //! use ctxkit::Context;
 //!
@@ -26,6 +27,7 @@
 //! let report = pool.join(); // runs what is queued, then stops the workers
 //! assert!(report.not_run.is_empty());
 //! assert_eq!(report.completed.iter().sum::<u64>(), 385);
+//! # }
 //! ```
 
 #[cfg(any(feature = "crossbeam", feature = "tokio"))]

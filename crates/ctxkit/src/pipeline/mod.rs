@@ -25,6 +25,7 @@
 //! from `futures-core` (feature `tokio`).
 //!
 //! ```
+//! # #[cfg(feature = "crossbeam")] {
 //! use ctxkit::{pipeline::Pipeline, Context};
 //! use std::time::Duration;
 //!
@@ -35,12 +36,14 @@
 //! lengths.sort();
 //! assert_eq!(lengths, [5, 5, 9]);
 //! assert!(report.is_complete());
+//! # }
 //! ```
 //!
 //! Stages that fail in several ways can return a boxed error, and `?` any
 //! error into it:
 //!
 //! ```
+//! # #[cfg(feature = "crossbeam")] {
 //! use ctxkit::{pipeline::Pipeline, Context};
 //! use std::error::Error;
 //!
@@ -51,6 +54,7 @@
 //! let cause = report.cause.unwrap();
 //! assert_eq!(cause.to_string(), "invalid digit found in string");
 //! assert!(cause.is::<std::num::ParseIntError>(), "the boxed error itself");
+//! # }
 //! ```
 //!
 //! The module exists with the `crossbeam` or the `tokio` feature.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 /// `delivered == source.sent`.
 ///
 /// ```
+/// # #[cfg(feature = "crossbeam")] {
 /// use ctxkit::{pipeline::Pipeline, Context};
 ///
 /// let ctx = Context::background();
@@ -33,6 +34,7 @@ use std::sync::Arc;
 /// assert_eq!(report.source.sent, 4);
 /// assert_eq!(report.stages[0].sent, 4);
 /// assert_eq!((report.delivered, report.undelivered), (4, 0));
+/// # }
 /// ```
 pub struct Report<E> {
     /// What the source produced.
@@ -61,6 +63,7 @@ impl<E: std::error::Error + 'static> Report<E> {
     /// [`StageReport::discarded`].
     ///
     /// ```
+    /// # #[cfg(feature = "crossbeam")] {
     /// use ctxkit::{pipeline::Pipeline, Context, Error};
     /// use std::io;
     ///
@@ -74,6 +77,7 @@ impl<E: std::error::Error + 'static> Report<E> {
     /// assert_eq!(report.err, Some(Error::Canceled));
     /// assert_eq!(report.error().unwrap().to_string(), "bad record 7");
     /// assert_eq!(report.stages[0].failed, 1);
+    /// # }
     /// ```
     pub fn error(&self) -> Option<&E> {
         self.cause.as_ref()?.downcast_ref::<E>()
@@ -85,6 +89,7 @@ impl<E> Report<E> {
     /// produced was delivered (`err` is `None`).
     ///
     /// ```
+    /// # #[cfg(feature = "crossbeam")] {
     /// use ctxkit::{pipeline::Pipeline, Context};
     ///
     /// let (ctx, cancel) = Context::background().with_cancel();
@@ -94,6 +99,7 @@ impl<E> Report<E> {
     ///     .collect();
     /// assert!(out.is_empty());
     /// assert!(!report.is_complete());
+    /// # }
     /// ```
     pub fn is_complete(&self) -> bool {
         self.err.is_none()
@@ -105,6 +111,7 @@ impl<E> Report<E> {
     /// its own tests make, and a guard for reports built or edited by hand.
     ///
     /// ```
+    /// # #[cfg(feature = "crossbeam")] {
     /// use ctxkit::{pipeline::Pipeline, Context};
     ///
     /// let (ctx, cancel) = Context::background().with_cancel();
@@ -119,6 +126,7 @@ impl<E> Report<E> {
     ///     });
     /// assert!(!report.is_complete());
     /// assert!(report.is_balanced(), "{report:?}");
+    /// # }
     /// ```
     pub fn is_balanced(&self) -> bool {
         let mut handed_over = self.source.sent;

@@ -28,10 +28,28 @@ use tokio::task::JoinSet;
 ///   runtime and resolves once every one of them has ended. Dropping its
 ///   future aborts them and stops the run.
 ///
-/// ```ignore
+/// ```
 /// use ctxkit::{pipeline::AsyncPipeline, Context};
 /// use std::time::Duration;
 ///
+/// # // The parts of the `futures` crate this example uses, so that it runs
+/// # // as a doctest of the core, which depends on `futures-core` only.
+/// # mod futures {
+/// #     pub mod stream {
+/// #         use futures_core::Stream;
+/// #         use std::{pin::Pin, task::{Context, Poll}};
+/// #         pub struct Iter<I>(I);
+/// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+/// #             type Item = I::Item;
+/// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+/// #                 Poll::Ready(self.0.next())
+/// #             }
+/// #         }
+/// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+/// #             Iter(items.into_iter())
+/// #         }
+/// #     }
+/// # }
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let ctx = Context::background();
@@ -48,8 +66,6 @@ use tokio::task::JoinSet;
 /// assert!(report.is_complete());
 /// # }
 /// ```
-/// (Not run as a doctest: it needs the `futures` crate, which the core
-/// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
 #[must_use = "a pipeline does nothing until `run` or `collect` is awaited"]
 pub struct AsyncPipeline<T, E> {
     ctx: Context,
@@ -143,9 +159,27 @@ where
     /// A pipeline under `ctx` fed by `source`, which is polled by a task of
     /// its own. Nothing runs until [`run`](AsyncPipeline::run).
     ///
-    /// ```ignore
+    /// ```
     /// use ctxkit::{pipeline::AsyncPipeline, Context};
     ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct Iter<I>(I);
+    /// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+    /// #             type Item = I::Item;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+    /// #                 Poll::Ready(self.0.next())
+    /// #             }
+    /// #         }
+    /// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+    /// #             Iter(items.into_iter())
+    /// #         }
+    /// #     }
+    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let source = futures::stream::iter(["a", "b"]);
@@ -155,8 +189,6 @@ where
     /// assert_eq!(out, ["a", "b"]);
     /// # }
     /// ```
-    /// (Not run as a doctest: it needs the `futures` crate, which the core
-    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub fn new<S>(ctx: &Context, source: S) -> Self
     where
         S: Stream<Item = T> + Send + 'static,
@@ -183,10 +215,28 @@ where
     ///
     /// If `workers` is 0: a stage needs at least one worker.
     ///
-    /// ```ignore
+    /// ```
     /// use ctxkit::{pipeline::AsyncPipeline, Context};
     /// use std::io;
     ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct Iter<I>(I);
+    /// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+    /// #             type Item = I::Item;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+    /// #                 Poll::Ready(self.0.next())
+    /// #             }
+    /// #         }
+    /// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+    /// #             Iter(items.into_iter())
+    /// #         }
+    /// #     }
+    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let ctx = Context::background();
@@ -202,8 +252,6 @@ where
     /// assert_eq!(report.error().unwrap().to_string(), "unlucky");
     /// # }
     /// ```
-    /// (Not run as a doctest: it needs the `futures` crate, which the core
-    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub fn stage<U, F, Fut>(self, workers: usize, f: F) -> AsyncPipeline<U, E>
     where
         U: Send + 'static,
@@ -250,9 +298,27 @@ where
     /// Outside a tokio runtime. If the source, a stage or `sink` panics, the
     /// run is stopped and the panic resumes here once every task has ended.
     ///
-    /// ```ignore
+    /// ```
     /// use ctxkit::{pipeline::AsyncPipeline, Context, Error};
     ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct Iter<I>(I);
+    /// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+    /// #             type Item = I::Item;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+    /// #                 Poll::Ready(self.0.next())
+    /// #             }
+    /// #         }
+    /// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+    /// #             Iter(items.into_iter())
+    /// #         }
+    /// #     }
+    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let (ctx, cancel) = Context::background().with_cancel();
@@ -270,8 +336,6 @@ where
     /// assert_eq!(report.err, Some(Error::Canceled));
     /// # }
     /// ```
-    /// (Not run as a doctest: it needs the `futures` crate, which the core
-    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub async fn run(self, mut sink: impl FnMut(T)) -> Report<E> {
         let (ctx, cancel) = self.ctx.with_cancel();
         let shared = Arc::new(Shared { ctx, cancel });
@@ -300,9 +364,27 @@ where
     /// Runs the pipeline and collects the outputs, in arrival order: see
     /// [`run`](AsyncPipeline::run).
     ///
-    /// ```ignore
+    /// ```
     /// use ctxkit::{pipeline::AsyncPipeline, Context};
     ///
+    /// # // The parts of the `futures` crate this example uses, so that it runs
+    /// # // as a doctest of the core, which depends on `futures-core` only.
+    /// # mod futures {
+    /// #     pub mod stream {
+    /// #         use futures_core::Stream;
+    /// #         use std::{pin::Pin, task::{Context, Poll}};
+    /// #         pub struct Iter<I>(I);
+    /// #         impl<I: Iterator + Unpin> Stream for Iter<I> {
+    /// #             type Item = I::Item;
+    /// #             fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+    /// #                 Poll::Ready(self.0.next())
+    /// #             }
+    /// #         }
+    /// #         pub fn iter<I: IntoIterator>(items: I) -> Iter<I::IntoIter> {
+    /// #             Iter(items.into_iter())
+    /// #         }
+    /// #     }
+    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let ctx = Context::background();
@@ -314,8 +396,6 @@ where
     /// assert!(report.is_complete());
     /// # }
     /// ```
-    /// (Not run as a doctest: it needs the `futures` crate, which the core
-    /// does not depend on. `crates/ctxkit-tests/tests/doc_examples.rs` runs it.)
     pub async fn collect(self) -> (Vec<T>, Report<E>) {
         let mut out = Vec::new();
         let report = self.run(|item| out.push(item)).await;

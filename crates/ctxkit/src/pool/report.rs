@@ -13,6 +13,7 @@ use std::fmt;
 /// its work short); its result is in `completed`.
 ///
 /// ```
+/// # #[cfg(feature = "crossbeam")] {
 /// use ctxkit::pool::Pool;
 /// use ctxkit::Context;
 ///
@@ -22,6 +23,7 @@ use std::fmt;
 /// assert_eq!(report.completed, vec![3]);
 /// assert_eq!(report.len(), 1);
 /// assert!(report.is_balanced());
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report<J, R> {
@@ -60,6 +62,7 @@ impl<J, R> Report<J, R> {
     /// pool returned; a check for tests and for reports built by hand.
     ///
     /// ```
+    /// # #[cfg(feature = "crossbeam")] {
     /// use ctxkit::pool::{Pool, Report};
     /// use ctxkit::Context;
     ///
@@ -71,6 +74,7 @@ impl<J, R> Report<J, R> {
     ///
     /// let lost_one = Report::<u8, u8> { completed: vec![1], not_run: vec![], accepted: 2 };
     /// assert!(!lost_one.is_balanced());
+    /// # }
     /// ```
     pub fn is_balanced(&self) -> bool {
         self.len() == self.accepted
@@ -88,6 +92,7 @@ impl<J, R> Report<J, R> {
 /// A job the pool did not accept, handed back with the reason.
 ///
 /// ```
+/// # #[cfg(feature = "crossbeam")] {
 /// use ctxkit::pool::{Pool, SubmitError};
 /// use ctxkit::Context;
 ///
@@ -98,6 +103,7 @@ impl<J, R> Report<J, R> {
 ///     Err(SubmitError::Stopped(job)) => assert_eq!(job, 7),
 ///     other => panic!("unexpected {other:?}"),
 /// }
+/// # }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum SubmitError<J> {
@@ -154,6 +160,7 @@ impl<J> std::error::Error for SubmitError<J> {}
 /// [`Pool::join`](super::Pool::join) resumes the panic once they have.
 ///
 /// ```
+/// # #[cfg(feature = "crossbeam")] {
 /// use ctxkit::pool::{JobPanicked, Pool};
 /// use ctxkit::Context;
 ///
@@ -162,6 +169,7 @@ impl<J> std::error::Error for SubmitError<J> {}
 /// pool.context().wait();
 /// assert!(pool.context().cause().unwrap().is::<JobPanicked>());
 /// assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.join())).is_err());
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct JobPanicked;
