@@ -375,7 +375,9 @@ impl Scope {
         // Acquire: the child's registration (its weak reference) happens
         // before we take it. Under the lock, so that `end_record` (and a
         // snapshot) find the slot closed once the status is done.
-        let first = self.first_child.swap(closed_slot(site, at), Ordering::AcqRel);
+        let first = self
+            .first_child
+            .swap(closed_slot(site, at), Ordering::AcqRel);
         drop(inner);
         let mut registry = registry;
         if let Some(child) = slot_child(first) {

@@ -952,7 +952,11 @@ mod tests {
             std::mem::size_of::<Node>()
         );
         assert_eq!(std::mem::size_of::<Scope>(), 56);
-        assert_eq!(std::mem::size_of::<Layer>(), 56, "the layer's tag is a niche");
+        assert_eq!(
+            std::mem::size_of::<Layer>(),
+            56,
+            "the layer's tag is a niche"
+        );
         assert!(std::mem::size_of::<crate::registry::Registration>() <= 24);
         assert_eq!(std::mem::size_of::<Context>(), 8);
         // One pointer each, so that `with_cancel` returns its pair in two

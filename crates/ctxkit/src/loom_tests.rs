@@ -943,3 +943,49 @@ fn handle_drop_vs_parent_cancel() {
     });
     outcomes.assert_all_seen(&["dropped", "parent"]);
 }
+
+/// Provenance is read while a parent and its child are cancelled at once,
+/// by each canceller as soon as its cancel returns: whatever the other is
+/// doing, both read the final answer (the child's end, whichever reached it
+/// first, is recorded with its status under its lock), and that answer
+/// agrees with the cause: the nearest end of its own wins.
+///
+/// The child's canceller reads the child, not the grandchild: a cancel that
+/// finds its context already ended returns at once, and the parent's drain
+/// may not have reached the grandchild yet.
+#[test]
+fn provenance_read_while_parent_and_child_cancel() {
+    use crate::provenance::Origin;
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(move || {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_cancel) = parent.with_cancel();
+        let (grandchild, _grandchild_cancel) = child.with_cancel();
+        let child_canceller = {
+            let child = child.clone();
+            thread::spawn(move || {
+                child_cancel.cancel_with(Named("child"));
+                child.provenance().map(|why| why.levels_up())
+            })
+        };
+        cancel.cancel_from("parent");
+        let read_by_parent_canceller = grandchild.provenance().map(|why| why.levels_up());
+        let read_by_child_canceller = child_canceller.join().unwrap();
+
+        let why = grandchild.provenance().expect("done");
+        let levels = if cause_text(&child) == "child" { 1 } else { 2 };
+        assert_eq!(why.levels_up(), levels);
+        let origin = if levels == 1 {
+            Origin::CancelWith
+        } else {
+            Origin::Integration("parent")
+        };
+        assert_eq!(why.origin(), origin);
+        assert_eq!(read_by_parent_canceller, Some(levels));
+        assert_eq!(read_by_child_canceller, Some(levels - 1));
+        assert_eq!(parent.provenance().unwrap().levels_up(), 0);
+        seen.record(levels);
+    });
+    outcomes.assert_all_seen(&["1", "2"]);
+}

@@ -810,3 +810,117 @@ mod tests {
         assert_eq!(Human(Duration::from_secs(7200)).to_string(), "2.0 h");
     }
 }
+
+#[cfg(all(test, feature = "tracing", not(loom)))]
+mod tracing_tests {
+    use crate::Context;
+    use std::fmt;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    /// Every event's target, level and fields.
+    type Events = Vec<(String, tracing::Level, Vec<(String, String)>)>;
+
+    /// Keeps every event.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Events>>);
+
+    struct Fields(Vec<(String, String)>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields(Vec::new());
+            event.record(&mut fields);
+            let metadata = event.metadata();
+            self.0.lock().unwrap().push((
+                metadata.target().to_owned(),
+                *metadata.level(),
+                fields.0,
+            ));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn an_origin_cancellation_is_one_event_with_its_provenance() {
+        let capture = Capture::default();
+        let (ctx, child, line) = tracing::subscriber::with_default(capture.clone(), || {
+            let (ctx, cancel) = Context::background().with_cancel();
+            let (child, _c) = ctx.with_cancel();
+            let (grandchild, _g) = child.with_cancel();
+            cancel.cancel_with(crate::Message::new("reloaded"));
+            drop(grandchild);
+            (ctx, child, line!() - 2)
+        });
+        let events = capture.0.lock().unwrap();
+        // One event: the children's inherited ends are not origins.
+        assert_eq!(events.len(), 1, "{:?}", events);
+        let (target, level, fields) = &events[0];
+        assert_eq!(target, "ctxkit");
+        assert_eq!(*level, tracing::Level::DEBUG);
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+        };
+        assert_eq!(field("origin"), "cancel_with");
+        assert!(field("site").contains(&format!("provenance.rs:{line}:")));
+        assert!(field("created_at").contains("provenance.rs:"));
+        assert_eq!(field("err"), "context canceled");
+        assert_eq!(field("cause"), "reloaded");
+        assert!(field("lived_ms").parse::<u64>().is_ok());
+        assert_eq!(field("message"), ctx.provenance().unwrap().to_string());
+        assert!(child.provenance().is_some());
+    }
+
+    #[test]
+    fn drops_deadlines_and_integrations_are_events_too() {
+        let capture = Capture::default();
+        tracing::subscriber::with_default(capture.clone(), || {
+            let (_a, cancel) = Context::background().with_cancel();
+            drop(cancel);
+            let _b = Context::background().with_timeout(std::time::Duration::ZERO);
+            let (_c, cancel) = Context::background().with_cancel();
+            cancel.cancel_from("test integration");
+        });
+        let events = capture.0.lock().unwrap();
+        let origins: Vec<_> = events
+            .iter()
+            .map(|(_, _, fields)| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == "origin")
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            origins,
+            // The timeout's handle is dropped after its deadline ended it:
+            // no event for that.
+            ["handle_dropped", "deadline", "test integration"]
+        );
+    }
+}

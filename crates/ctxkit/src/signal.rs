@@ -10,7 +10,8 @@
 //! - **The first signal** cancels the context with
 //!   [`Error::Canceled`](crate::Error::Canceled); its
 //!   [`cause`](crate::Context::cause) is a [`SignalReceived`] naming the
-//!   signal.
+//!   signal, and its [`provenance`](crate::Context::provenance) names the
+//!   signal as its origin (`canceled: SIGTERM, ...`).
 //! - **A second signal** exits the process at once with status `128 + n`
 //!   (130 for SIGINT, 143 for SIGTERM), so that a stuck shutdown never makes
 //!   Ctrl-C useless; [`Notify::exit_on_second_signal`] opts out.
@@ -48,6 +49,8 @@
 //! let _ticks = worker.join().unwrap();
 //! let cause = ctx.cause().unwrap();
 //! assert_eq!(cause.downcast_ref(), Some(&SignalReceived::new(signal::SIGTERM)));
+//! let why = ctx.provenance().unwrap();
+//! assert_eq!(why.origin(), ctxkit::provenance::Origin::Integration("SIGTERM"));
 //! signals.stop(); // the shutdown is over: signals take their default action again
 //! # Ok::<(), std::io::Error>(())
 //! ```

@@ -66,6 +66,12 @@ impl SignalReceived {
     pub fn name(&self) -> Option<&'static str> {
         signal_name(self.signal)
     }
+
+    /// Cancels `cancel` with this as its cause, naming the signal as the
+    /// cancellation's origin (`Context::provenance`: `canceled: SIGTERM`).
+    pub(super) fn cancel(self, cancel: &crate::CancelHandle) {
+        cancel.cancel_from_with(self.name().unwrap_or("signal"), self);
+    }
 }
 
 impl fmt::Display for SignalReceived {

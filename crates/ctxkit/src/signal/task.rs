@@ -47,7 +47,7 @@ impl Listener {
                 // once the context ends for any reason.
                 _ = ctx.done() => {}
                 number = first_signal(&mut streams) => {
-                    cancel.cancel_with(SignalReceived::new(number));
+                    SignalReceived::new(number).cancel(&cancel);
                 }
             }
         });

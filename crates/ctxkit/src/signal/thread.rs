@@ -32,7 +32,7 @@ impl Listener {
                 // One signal is all the context needs; a second one is the
                 // business of the claim's exit action, in the handler itself.
                 if let Some(signal) = iterator.forever().next() {
-                    cancel.cancel_with(SignalReceived::new(signal));
+                    SignalReceived::new(signal).cancel(&cancel);
                 }
             })?;
         // Like the goroutine of Go's NotifyContext, stop listening once the
