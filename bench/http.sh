@@ -1,28 +1,66 @@
 #!/usr/bin/env bash
-# ctxkit-http's cost over TCP, side by side in one run: the same axum
-# hello-world handler served bare and under ctxkit-http, loaded with wrk
-# (HTTP/1.1) and h2load (HTTP/2, prior knowledge). See BENCHMARKS.md.
+# ctxkit-http's cost over TCP against bare axum: the same axum hello-world
+# handler served by `axum::serve` and by `ctxkit_http::Server` (ContextLayer
+# around the router), loaded with wrk (HTTP/1.1) and h2load (HTTP/2, prior
+# knowledge). See BENCHMARKS.md.
 #
-# Usage: bench/http.sh
-# Environment: ROUNDS (default 5), DURATION (seconds per load, default 3),
-# CONNECTIONS (per server, default 25),
-# OUT (default target/bench-http).
+# Usage: bench/http.sh [load|callgrind]
+#
+# load (the default): each server is loaded alone, the servers take turns
+# (the order rotates every round), several rounds; reports per server the
+# requests per second and the server's CPU time per request (user + system,
+# from /proc), their medians and ranges over the rounds, and the ratio to
+# axum measured in the same round.
+#
+# callgrind: each server runs under `valgrind --tool=callgrind`; h2load
+# sends a fixed number of requests (HTTP/1.1 with --h1, then HTTP/2), and
+# the instructions the server executed for them (user space, the run's
+# counters dumped just before and after) are divided by the count. Load on
+# the machine does not change these numbers.
+#
+# Environment: MODES (default "axum server"; also server-nodelay, bare,
+# layer: see crates/ctxkit-http/examples/bench_server.rs), ROUNDS (default
+# 7), DURATION (seconds per load, default 3), CONNECTIONS (default 25),
+# STREAMS (h2load streams per connection, default 10), REQUESTS (callgrind,
+# default 20000), PIN (default 1: with 2 or more cores, the server runs on
+# the last core and the load generator on the others, so that they do not
+# take turns on one core), OUT (default target/bench-http).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=${ROUNDS:-5}
+what=${1:-load}
+read -r -a modes <<<"${MODES:-axum server}"
+rounds=${ROUNDS:-7}
 duration=${DURATION:-3}
 connections=${CONNECTIONS:-25}
+streams=${STREAMS:-10}
+requests=${REQUESTS:-20000}
 out=$(realpath -m "${OUT:-target/bench-http}")
-modes=(axum bare layer server)
 
-for tool in wrk h2load; do
+tools=(wrk h2load)
+[ "$what" = callgrind ] && tools=(h2load valgrind callgrind_control)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "bench/http.sh: $tool is missing (bash .ci/install.sh)" >&2; exit 1; }
 done
+
+cores=$(nproc)
+server_cpus="" client_cpus=""
+if [ "${PIN:-1}" = 1 ] && [ "$cores" -ge 2 ] && command -v taskset >/dev/null; then
+    server_cpus=$((cores - 1))
+    client_cpus=0-$((cores - 2))
+fi
+# on CPUS COMMAND...: runs COMMAND on those cores, or anywhere.
+on() {
+    local cpus=$1
+    shift
+    if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
 rm -rf "$out"
 mkdir -p "$out"
 {
-    echo "cores: $(nproc)"
+    echo "cores: $cores"
+    echo "server cores: ${server_cpus:-any}; load generator cores: ${client_cpus:-any}"
     echo "rustc: $(rustc --version)"
     echo "wrk: $(wrk --version 2>&1 | head -1)"
     echo "h2load: $(h2load --version 2>&1 | head -1)"
@@ -30,58 +68,113 @@ mkdir -p "$out"
 } | tee "$out/machine.txt" >&2
 
 cargo build --release -q -p ctxkit-http --example bench_server
-server_bin=target/release/examples/bench_server
+server_bin=${CARGO_TARGET_DIR:-target}/release/examples/bench_server
 
-# start MODE: starts a server, records its pid and address.
+# start MODE [WRAPPER...]: starts a server, records its pid and address.
 declare -A pid addr
 start() {
-    : >"$out/server-$1.out"
-    "$server_bin" "$1" 127.0.0.1:0 >"$out/server-$1.out" 2>"$out/server-$1.err" &
-    pid[$1]=$!
-    for _ in $(seq 100); do
-        addr[$1]=$(sed -n 's/{"listening":"\(.*\)"}/\1/p' "$out/server-$1.out")
-        [ -n "${addr[$1]}" ] && return
+    local mode=$1
+    shift
+    local pin=()
+    [ -n "$server_cpus" ] && pin=(taskset -c "$server_cpus")
+    # Not through `on`: $! must be the server's own pid (taskset and
+    # valgrind exec it), for /proc and callgrind_control.
+    "${pin[@]}" "$@" "$server_bin" "$mode" 127.0.0.1:0 >"$out/server-$mode.out" 2>"$out/server-$mode.err" &
+    pid[$mode]=$!
+    for _ in $(seq 600); do # valgrind starts slowly
+        addr[$mode]=$(sed -n 's/{"listening":"\(.*\)"}/\1/p' "$out/server-$mode.out")
+        [ -n "${addr[$mode]}" ] && return
         sleep 0.05
     done
-    echo "bench/http.sh: the $1 server did not start" >&2
+    echo "bench/http.sh: the $mode server did not start" >&2
     exit 1
 }
+stop() {
+    kill "${pid[$1]}" 2>/dev/null || true
+    wait "${pid[$1]}" 2>/dev/null || true
+}
+trap 'for m in "${!pid[@]}"; do kill "${pid[$m]}" 2>/dev/null || true; done' EXIT
+
+if [ "$what" = callgrind ]; then
+    # h2load for exactly N requests: HTTP/1.1 one at a time per connection,
+    # HTTP/2 with STREAMS concurrent streams per connection.
+    fixed() {
+        local proto=$1 n=$2 mode=$3
+        if [ "$proto" = h1 ]; then
+            on "$client_cpus" h2load --h1 -n"$n" -c"$connections" -t1 "http://${addr[$mode]}/"
+        else
+            on "$client_cpus" h2load -n"$n" -c"$connections" -m"$streams" -t1 "http://${addr[$mode]}/"
+        fi
+    }
+    # The instructions counted since the last dump, from the newest dump.
+    dumped() {
+        local mode=$1 file
+        callgrind_control -d "${pid[$mode]}" >/dev/null 2>&1
+        file=$(ls -t "$out/callgrind-$mode".out.* | head -1)
+        sed -n 's/^summary: //p;s/^totals: //p' "$file" | head -1
+    }
+    for mode in "${modes[@]}"; do
+        start "$mode" valgrind --tool=callgrind --callgrind-out-file="$out/callgrind-$mode.out.%p"
+        for proto in h1 h2; do
+            fixed "$proto" 2000 "$mode" >/dev/null # warm-up: connections, pools, caches
+            dumped "$mode" >/dev/null
+            fixed "$proto" "$requests" "$mode" >"$out/callgrind-$mode-$proto.txt"
+            grep -q " $requests succeeded" "$out/callgrind-$mode-$proto.txt" || {
+                echo "bench/http.sh: not every request to $mode ($proto) succeeded" >&2
+                exit 1
+            }
+            ir=$(dumped "$mode")
+            echo "$mode $proto $ir" >>"$out/callgrind.txt"
+            printf '%s %s: %s instructions, %.0f per request\n' "$mode" "$proto" "$ir" "$(awk "BEGIN{print $ir / $requests}")" >&2
+        done
+        stop "$mode"
+    done
+    python3 - "$out" "$requests" <<'PY'
+import sys
+out, n = sys.argv[1], int(sys.argv[2])
+ir = {}
+for line in open(f"{out}/callgrind.txt"):
+    mode, proto, count = line.split()
+    ir[mode, proto] = int(count) / n
+print(f"\nInstructions per request in the server (callgrind, user space, {n} requests after a warm-up).\n")
+print("| mode | HTTP/1.1 | vs axum | HTTP/2 | vs axum |")
+print("|---|---:|---:|---:|---:|")
+for mode in dict.fromkeys(m for m, _ in ir):
+    cells = []
+    for proto in ("h1", "h2"):
+        x = ir.get((mode, proto))
+        ref = ir.get(("axum", proto))
+        cells.append(f"{x:,.0f}" if x else "")
+        cells.append(f"{x - ref:+,.0f}" if x and ref and mode != "axum" else "")
+    print(f"| {mode} | " + " | ".join(cells) + " |")
+PY
+    exit 0
+fi
+
 # The server's CPU time so far, in clock ticks (user + system).
 cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
 
-# load TOOL ROUND: loads every server at once, each with its own client,
-# for the same wall time. They share the machine (and whatever else runs on
-# it) alike, so each server's throughput and CPU per request compare
-# directly; then records each server's CPU ticks.
+# load TOOL MODE ROUND: loads one server alone, then records its CPU ticks.
 load() {
-    local tool=$1 round=$2 mode clients=() before=() order=()
-    for mode in "${modes[@]}"; do before+=("$(cpu "$mode")"); done
-    # Each round starts the clients in another order: the first one
-    # started gets a head start.
-    for i in "${!modes[@]}"; do order+=("${modes[(i + round) % ${#modes[@]}]}"); done
-    for mode in "${order[@]}"; do
-        if [ "$tool" = wrk ]; then
-            wrk -t1 -c"$connections" -d"${duration}s" "http://${addr[$mode]}/"
-        else
-            h2load -D"$duration" -c"$connections" -m10 -t1 "http://${addr[$mode]}/"
-        fi >"$out/$tool-$mode-$round.txt" &
-        clients+=($!)
-    done
-    wait "${clients[@]}"
-    local i=0
-    for mode in "${modes[@]}"; do
-        echo "cpu_ticks $(($(cpu "$mode") - before[i]))" >>"$out/$tool-$mode-$round.txt"
-        i=$((i + 1))
-    done
+    local tool=$1 mode=$2 round=$3 before
+    before=$(cpu "$mode")
+    if [ "$tool" = wrk ]; then
+        on "$client_cpus" wrk -t1 -c"$connections" -d"${duration}s" "http://${addr[$mode]}/"
+    else
+        on "$client_cpus" h2load -D"$duration" -c"$connections" -m"$streams" -t1 "http://${addr[$mode]}/"
+    fi >"$out/$tool-$mode-$round.txt"
+    echo "cpu_ticks $(($(cpu "$mode") - before))" >>"$out/$tool-$mode-$round.txt"
 }
 
 for mode in "${modes[@]}"; do start "$mode"; done
-trap 'kill "${pid[@]}" 2>/dev/null || true' EXIT
-for mode in "${modes[@]}"; do wrk -t1 -c"$connections" -d1s "http://${addr[$mode]}/" >/dev/null; done # warm-up
+for mode in "${modes[@]}"; do on "$client_cpus" wrk -t1 -c"$connections" -d1s "http://${addr[$mode]}/" >/dev/null; done # warm-up
 for round in $(seq "$rounds"); do
     for tool in wrk h2load; do
-        load "$tool" "$round"
-        for mode in "${modes[@]}"; do
+        # The servers take turns, each round in another order, so that a
+        # change in the machine's load hits each alike over the rounds.
+        for i in "${!modes[@]}"; do
+            mode=${modes[(i + round) % ${#modes[@]}]}
+            load "$tool" "$mode" "$round"
             printf '%s round %s %s: %s\n' "$tool" "$round" "$mode" \
                 "$(grep -hE 'Requests/sec|finished in' "$out/$tool-$mode-$round.txt" | tr -s ' ')" >&2
         done
@@ -89,9 +182,10 @@ for round in $(seq "$rounds"); do
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" >&2
 
-# The table: median of the rounds per mode and tool, the ratio to the
-# reference, and the server's CPU time per request (user + system, from
-# /proc; less sensitive than throughput to what else the machine runs).
+# The table: per mode and tool, the median and range over the rounds of
+# requests per second and of the server's CPU time per request; against
+# axum, the ratio and the difference taken within each round (the two ran
+# in the same minute), their medians and ranges.
 python3 - "$out" "$rounds" "$(getconf CLK_TCK)" "${modes[@]}" <<'PY'
 import re, statistics, sys
 out, rounds, tck, modes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
@@ -100,6 +194,7 @@ def run(tool, mode, r):
     text = open(f"{out}/{tool}-{mode}-{r}.txt").read()
     ticks = int(re.search(r"cpu_ticks (\d+)", text).group(1))
     if tool == "wrk":
+        assert "Non-2xx" not in text and "Socket errors" not in text, f"wrk {mode} round {r}: errors"
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
         done = int(re.search(r"(\d+) requests in", text).group(1))
     else:
@@ -108,19 +203,19 @@ def run(tool, mode, r):
         rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
         done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
     return rate, ticks / tck * 1e6 / done
-pairs = {"bare": "axum", "layer": "bare", "server": "bare"}
-print(f"All servers loaded at once; medians of {rounds} rounds; 'added' is the difference to the mode in 'vs'.\n")
-print("| tool | mode | req/s | vs | ratio | server CPU µs/request | added |")
-print("|---|---|---|---|---|---|---|")
+def spread(xs, fmt):
+    return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))} to {fmt.format(max(xs))})"
+print(f"Each server alone, taking turns; median (min to max) of {rounds} rounds; ratio and added are against axum in the same round.\n")
+print("| tool | server | req/s | ratio to axum | server CPU µs/request | added µs/request |")
+print("|---|---|---:|---:|---:|---:|")
 for tool in ("wrk", "h2load"):
     runs = {m: [run(tool, m, r) for r in range(1, rounds + 1)] for m in modes}
-    med = {m: [statistics.median(x[i] for x in runs[m]) for i in range(2)] for m in modes}
     for m in modes:
-        rate, cpu = med[m]
-        ref = pairs.get(m)
-        if ref is None:
-            print(f"| {tool} | {m} | {rate:,.0f} | | | {cpu:.2f} | |")
-            continue
-        r = med[ref]
-        print(f"| {tool} | {m} | {rate:,.0f} | {ref} | {rate / r[0]:.3f} | {cpu:.2f} | {cpu - r[1]:+.2f} |")
+        rates = [x[0] for x in runs[m]]
+        cpus = [x[1] for x in runs[m]]
+        ratio = added = ""
+        if m != "axum" and "axum" in runs:
+            ratio = spread([a[0] / b[0] for a, b in zip(runs[m], runs["axum"])], "{:.3f}")
+            added = spread([a[1] - b[1] for a, b in zip(runs[m], runs["axum"])], "{:+.2f}")
+        print(f"| {tool} | {m} | {spread(rates, '{:,.0f}')} | {ratio} | {spread(cpus, '{:.2f}')} | {added} |")
 PY

@@ -2,9 +2,15 @@
 //! hello-world service called bare and under the layer (with and without
 //! a deadline header), the response body read to its end and dropped.
 //! `bench/http.sh` measures the same over TCP with wrk and h2load.
+//!
+//! For instruction counts, `LAYER_ONLY=bare|layer|layer_grpc_timeout
+//! LAYER_REQUESTS=N` runs that case N times and nothing else, without
+//! criterion: run it under `valgrind --tool=callgrind` with two values of
+//! N and divide the difference in instructions by the difference in N
+//! (start-up cancels out).
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use ctxkit::Context;
 use ctxkit_http::ContextLayer;
 use http_body_util::{BodyExt, Full};
@@ -68,5 +74,32 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `LAYER_ONLY` run: one case, a fixed number of requests.
+fn only(case: &str, requests: usize) {
+    let (root, _cancel) = Context::background().with_cancel();
+    let mut bare = tower::service_fn(hello);
+    let mut layered = ContextLayer::new(root).layer(tower::service_fn(hello));
+    let mut bytes = 0;
+    for _ in 0..requests {
+        bytes += match case {
+            "bare" => serve(&mut bare, request(false)),
+            "layer" => serve(&mut layered, request(false)),
+            "layer_grpc_timeout" => serve(&mut layered, request(true)),
+            _ => panic!("LAYER_ONLY={case}: expected bare, layer or layer_grpc_timeout"),
+        };
+    }
+    assert_eq!(bytes, requests * b"Hello, World!".len());
+}
+
 criterion_group!(benches, layer);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(case) = std::env::var("LAYER_ONLY") {
+        let requests = std::env::var("LAYER_REQUESTS").map_or(100_000, |n| {
+            n.parse().expect("LAYER_REQUESTS: a number of requests")
+        });
+        return only(&case, requests);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -8,9 +8,13 @@
 //!
 //! MODE is one of:
 //! - `axum`: bare `axum::serve` (the reference);
+//! - `server`: `ctxkit_http::Server` (layer, connection contexts, shutdown);
+//! - `server-nodelay`: the same with `TCP_NODELAY` on every connection;
 //! - `bare`: the hyper-util auto connection loop below, no layer;
-//! - `layer`: the same loop with `ContextLayer` around the router;
-//! - `server`: `ctxkit_http::Server` (layer, connection contexts, shutdown).
+//! - `layer`: the same loop with `ContextLayer` around the router.
+//!
+//! `axum` against `server` is the comparison issue 12 asks for; `bare`
+//! and `layer` isolate the layer from the rest of `Server`.
 //!
 //! It prints `{"listening":"IP:PORT"}` and serves until killed.
 
@@ -30,7 +34,7 @@ fn app() -> axum::Router {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench_server axum|bare|layer|server ADDR";
+    let usage = "usage: bench_server axum|server|server-nodelay|bare|layer ADDR";
     let (Some(mode), Some(addr)) = (args.next(), args.next()) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -44,9 +48,10 @@ async fn main() -> std::io::Result<()> {
             let layered = ContextLayer::new(Context::background()).layer(app());
             serve_loop(listener, layered).await
         }
-        "server" => {
+        "server" | "server-nodelay" => {
             let layer = ContextLayer::new(Context::background());
-            Server::new(layer).serve(listener, app()).await.map(drop)
+            let server = Server::new(layer).tcp_nodelay(mode == "server-nodelay");
+            server.serve(listener, app()).await.map(drop)
         }
         _ => {
             eprintln!("{usage}");
@@ -56,7 +61,8 @@ async fn main() -> std::io::Result<()> {
 }
 
 /// Accepts and serves each connection with hyper-util's auto builder
-/// (HTTP/1.1 and h2c), as `axum::serve` does, without shutdown handling.
+/// (HTTP/1.1 and h2c), as `axum::serve` does (`TCP_NODELAY` off), without
+/// shutdown handling.
 async fn serve_loop<S, B>(listener: TcpListener, service: S) -> std::io::Result<()>
 where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
@@ -72,7 +78,6 @@ where
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(service.clone());
         let builder = builder.clone();
         tokio::spawn(async move {
