@@ -140,6 +140,10 @@ where
         if let Some(remaining) = ctx.remaining() {
             send_timeout(request.headers_mut(), remaining);
         }
+        // Before the forwarded values: the context's own trace context (the
+        // handler's span) wins over the raw metadata the call came with.
+        #[cfg(feature = "opentelemetry")]
+        ctxkit_http::otel::inject(&ctx, request.headers_mut());
         if let Some(values) = ForwardHeaders::of(&ctx) {
             self.propagation.forward(values, request.headers_mut());
         }

@@ -97,7 +97,13 @@ mod forward;
 mod request;
 mod server;
 mod status;
+mod telemetry;
 pub mod w3c;
+
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
+#[cfg(feature = "tracing")]
+pub mod trace;
 
 pub use client::{ClientBody, ClientFuture, ClientLayer, ClientService};
 pub use ctxkit_http::{Ended, ForwardHeaders};

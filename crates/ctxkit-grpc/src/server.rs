@@ -74,6 +74,7 @@ struct Config {
     root: Context,
     max_timeout: Option<Duration>,
     propagation: Propagation,
+    telemetry: crate::telemetry::Telemetry,
 }
 
 impl ServerLayer {
@@ -94,6 +95,7 @@ impl ServerLayer {
                 root,
                 max_timeout: None,
                 propagation: Propagation::default(),
+                telemetry: Default::default(),
             }),
         }
     }
@@ -128,6 +130,31 @@ impl ServerLayer {
     /// ```
     pub fn propagation(mut self, propagation: Propagation) -> ServerLayer {
         Arc::make_mut(&mut self.config).propagation = propagation;
+        self
+    }
+
+    /// The propagator that reads each call's `opentelemetry::Context` from
+    /// its metadata (feature `opentelemetry`), instead of the global one
+    /// (see [`otel`](crate::otel)).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::ServerLayer;
+    /// use opentelemetry::propagation::TextMapCompositePropagator;
+    /// use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+    ///
+    /// let layer = ServerLayer::new(Context::background()).propagator(TextMapCompositePropagator::new(vec![
+    ///     Box::new(TraceContextPropagator::new()),
+    ///     Box::new(BaggagePropagator::new()),
+    /// ]));
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn propagator<P>(mut self, propagator: P) -> ServerLayer
+    where
+        P: opentelemetry::propagation::TextMapPropagator + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.config).telemetry.propagator = Some(Arc::new(propagator));
         self
     }
 }
@@ -197,15 +224,21 @@ where
             Some(deadline) => parent.with_deadline(deadline),
             None => parent.with_cancel(),
         };
+        let (ctx, span) = config.telemetry.call_context(&request, ctx);
         request.extensions_mut().insert(ctx.clone());
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
         ServerFuture {
             state: State::Running {
-                inner: self.inner.call(request),
+                inner,
                 call: Call {
                     ctx,
                     deadline,
                     done: None,
                     guard: CallGuard::new(Some(cancel)),
+                    span,
                 },
             },
         }
@@ -255,7 +288,11 @@ where
             }
             StateProj::Running { inner, call } => (inner, call),
         };
-        match inner.poll(cx) {
+        let polled = {
+            let _entered = call.span.enter();
+            inner.poll(cx)
+        };
+        match polled {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(call.respond(response))),
             Poll::Ready(Err(error)) => {
                 call.guard.end(Ended::Completed);
@@ -278,6 +315,7 @@ struct Call {
     /// at once costs no waiter.
     done: Option<OwnedDone>,
     guard: CallGuard,
+    span: crate::telemetry::CallSpan,
 }
 
 impl Call {

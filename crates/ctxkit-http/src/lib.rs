@@ -107,6 +107,13 @@ mod ended;
 mod forward;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod telemetry;
+
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
+#[cfg(feature = "tracing")]
+pub mod trace;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -126,6 +126,10 @@ impl Propagation {
                 }
             }
         }
+        // Before the forwarded values: the context's own trace context (the
+        // handler's span) wins over the raw headers the request came with.
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::inject(ctx, headers);
         if let Some(forward) = ForwardHeaders::of(ctx) {
             for name in &self.forwarded {
                 if let (Some(value), false) =
