@@ -35,6 +35,21 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 /// A stream whose shutdown waits for the peer to close: the cancel
 /// connection's end is the server's acknowledgement that the backend has been
 /// signalled.
+///
+/// Reads and writes pass straight through, so a TLS connector wraps it like
+/// any socket: you meet it only as [`CancelStream`](super::CancelStream), in
+/// the bounds of [`set_cancel_tls`](super::set_cancel_tls).
+///
+/// ```
+/// use ctxkit_sql::postgres::AwaitClose;
+/// use tokio::io::{AsyncRead, AsyncWrite};
+/// use tokio::net::TcpStream;
+///
+/// // What TLS connectors (postgres-native-tls, tokio-postgres-rustls) ask of
+/// // the stream they wrap.
+/// fn tls_can_wrap<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>() {}
+/// tls_can_wrap::<AwaitClose<TcpStream>>();
+/// ```
 pub struct AwaitClose<S> {
     inner: S,
     write_closed: bool,

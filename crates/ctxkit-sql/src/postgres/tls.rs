@@ -14,6 +14,18 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// shutdown waits until the server has closed its side (it does so once the
 /// cancel has been delivered to the backend). A TLS connector for cancel
 /// requests is a `MakeTlsConnect<CancelStream>`.
+///
+/// ```
+/// use ctxkit_sql::postgres::{set_cancel_tls, CancelStream};
+/// use tokio_postgres::tls::MakeTlsConnect;
+///
+/// // `NoTls` (the default) can carry cancel requests, and so can the
+/// // `MakeTlsConnector`s of postgres-native-tls and tokio-postgres-rustls,
+/// // which wrap any stream.
+/// fn carries_cancels<T: MakeTlsConnect<CancelStream>>(_: &T) {}
+/// carries_cancels(&tokio_postgres::NoTls);
+/// set_cancel_tls(tokio_postgres::NoTls);
+/// ```
 pub type CancelStream = AwaitClose<TcpStream>;
 
 /// Sends one cancel request over a TLS connector of the caller's choice.
