@@ -70,6 +70,20 @@ pub enum TimeoutHeader {
 
 impl TimeoutHeader {
     /// Both headers, in the order a server looks for them.
+    ///
+    /// ```
+    /// use ctxkit_http::deadline_header::TimeoutHeader;
+    /// use std::time::Duration;
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("connect-timeout-ms", http::HeaderValue::from_static("1500"));
+    /// // The first one present decides.
+    /// let budget = TimeoutHeader::ALL.iter().find_map(|header| {
+    ///     let value = headers.get(header.name())?;
+    ///     header.decode(value.as_bytes()).ok()
+    /// });
+    /// assert_eq!(budget, Some(Duration::from_millis(1500)));
+    /// ```
     pub const ALL: [TimeoutHeader; 2] =
         [TimeoutHeader::GrpcTimeout, TimeoutHeader::ConnectTimeoutMs];
 

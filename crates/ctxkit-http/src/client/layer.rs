@@ -130,6 +130,31 @@ where
 pin_project! {
     /// The future of [`PropagateService`]: the inner response, or the
     /// context's error if the context ends first.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_http::client::{ClientFuture, PropagateLayer};
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use tower::{Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A backend that never answers.
+    /// let backend = tower::service_fn(|_: http::Request<String>| {
+    ///     std::future::pending::<Result<http::Response<String>, Infallible>>()
+    /// });
+    /// let mut client = PropagateLayer::default().layer(backend);
+    ///
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
+    /// let mut request = http::Request::new(String::new());
+    /// request.extensions_mut().insert(ctx);
+    /// let call: ClientFuture<_> = client.ready().await.unwrap().call(request);
+    /// // The deadline ends the wait, and dropping the backend's future aborts the request.
+    /// let error = call.await.unwrap_err();
+    /// assert_eq!(error.context_error(), Some(Error::DeadlineExceeded));
+    /// # }
+    /// ```
     pub struct ClientFuture<F> {
         #[pin]
         future: Option<F>,
@@ -217,6 +242,42 @@ impl ClientError<()> {
 pin_project! {
     /// The response body of [`PropagateService`]: the inner body, failing
     /// with the context's error as soon as the context ends while it is read.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ctxkit::{Context, Error};
+    /// use ctxkit_http::client::{ClientBody, PropagateLayer};
+    /// use futures::StreamExt;
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, StreamBody};
+    /// use std::convert::Infallible;
+    /// use tower::{Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A backend that sends the head and one chunk of the body, then stalls.
+    /// let backend = tower::service_fn(|_: http::Request<String>| async {
+    ///     let first = Frame::data(Bytes::from("first"));
+    ///     let chunks = futures::stream::iter([Ok::<_, Infallible>(first)]).chain(futures::stream::pending());
+    ///     Ok::<_, Infallible>(http::Response::new(StreamBody::new(chunks)))
+    /// });
+    /// let mut client = PropagateLayer::default().layer(backend);
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut request = http::Request::new(String::new());
+    /// request.extensions_mut().insert(ctx);
+    /// let response = client.ready().await.unwrap().call(request).await.unwrap();
+    /// let mut body: ClientBody<_> = response.into_body();
+    /// let first = body.frame().await.unwrap().unwrap();
+    /// assert_eq!(first.into_data().unwrap(), "first");
+    ///
+    /// // The next read would wait forever: another task's cancel ends it.
+    /// let canceller = tokio::spawn(async move { cancel.cancel() });
+    /// let error = body.frame().await.unwrap().unwrap_err();
+    /// assert_eq!(error.context_error(), Some(Error::Canceled));
+    /// canceller.await.unwrap();
+    /// # }
+    /// ```
     pub struct ClientBody<B> {
         #[pin]
         body: B,
@@ -226,6 +287,32 @@ pin_project! {
 
 impl<B> ClientBody<B> {
     /// The inner body (which the context no longer watches).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ctxkit::Context;
+    /// use ctxkit_http::client::PropagateLayer;
+    /// use http_body_util::{BodyExt, Full};
+    /// use std::convert::Infallible;
+    /// use tower::{Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let backend = tower::service_fn(|_: http::Request<String>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("all of it"))))
+    /// });
+    /// let mut client = PropagateLayer::default().layer(backend);
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut request = http::Request::new(String::new());
+    /// request.extensions_mut().insert(ctx);
+    /// let response = client.ready().await.unwrap().call(request).await.unwrap();
+    /// let body: Full<Bytes> = response.into_body().into_inner();
+    /// cancel.cancel();
+    /// // Read to the end: the context no longer watches it.
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "all of it");
+    /// # }
+    /// ```
     pub fn into_inner(self) -> B {
         self.body
     }
