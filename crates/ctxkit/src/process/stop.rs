@@ -8,30 +8,54 @@ use std::time::Duration;
 /// SIGTERM (15): the default first step of a [`Stop`].
 ///
 /// ```
-/// use ctxkit::process::{Stop, SIGTERM};
+/// use ctxkit::process::{CommandExt, Stop, SIGTERM};
+/// use ctxkit::Context;
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::Command;
+/// use std::time::Duration;
 ///
-/// let stop = Stop::new().signal(SIGTERM); // the default, spelled out
-/// # let _ = stop;
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
+/// let err = Command::new("sleep").arg("30")
+///     .stop_with(Stop::new().signal(SIGTERM)) // the default, spelled out
+///     .status_ctx(&ctx)
+///     .unwrap_err();
+/// assert_eq!(err.status().unwrap().signal(), Some(SIGTERM));
 /// ```
 #[cfg(unix)]
 pub const SIGTERM: i32 = 15;
 /// SIGINT (2), as Ctrl-C sends: for [`Stop::signal`].
 ///
 /// ```
-/// use ctxkit::process::{Stop, SIGINT};
+/// use ctxkit::process::{CommandExt, Stop, SIGINT};
+/// use ctxkit::Context;
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::Command;
+/// use std::time::Duration;
 ///
-/// let stop = Stop::new().signal(SIGINT); // as if Ctrl-C were pressed
-/// # let _ = stop;
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
+/// let err = Command::new("sleep").arg("30")
+///     .stop_with(Stop::new().signal(SIGINT)) // as if Ctrl-C were pressed
+///     .status_ctx(&ctx)
+///     .unwrap_err();
+/// assert_eq!(err.status().unwrap().signal(), Some(SIGINT));
 /// ```
 #[cfg(unix)]
 pub const SIGINT: i32 = 2;
 /// SIGKILL (9): the second step, once the wait delay is over.
 ///
 /// ```
-/// use ctxkit::process::{Stop, SIGKILL};
+/// use ctxkit::process::{CommandExt, Stop, SIGKILL};
+/// use ctxkit::Context;
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::Command;
+/// use std::time::Duration;
 ///
-/// let stop = Stop::new().signal(SIGKILL); // no gentle first step
-/// # let _ = stop;
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
+/// let err = Command::new("sleep").arg("30")
+///     .stop_with(Stop::new().signal(SIGKILL)) // no gentle first step
+///     .status_ctx(&ctx)
+///     .unwrap_err();
+/// assert_eq!(err.status().unwrap().signal(), Some(SIGKILL));
 /// ```
 #[cfg(unix)]
 pub const SIGKILL: i32 = 9;
@@ -49,7 +73,10 @@ type StopFn = Arc<dyn Fn(u32) -> io::Result<()> + Send + Sync + 'static>;
 ///
 /// ```
 /// # #[cfg(unix)] {
-/// use ctxkit::process::{Stop, SIGINT};
+/// use ctxkit::process::{CommandExt, Stop, SIGINT};
+/// use ctxkit::{Context, Error};
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::Command;
 /// use std::time::Duration;
 ///
 /// // Ctrl-C to the whole group, SIGKILL 2 s later.
@@ -57,7 +84,11 @@ type StopFn = Arc<dyn Fn(u32) -> io::Result<()> + Send + Sync + 'static>;
 ///     .signal(SIGINT)
 ///     .wait_delay(Duration::from_secs(2))
 ///     .process_group(true);
-/// # let _ = stop;
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
+/// let err = Command::new("sleep").arg("30").stop_with(stop).status_ctx(&ctx).unwrap_err();
+/// assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));
+/// assert_eq!(err.status().unwrap().signal(), Some(SIGINT));
+/// assert_eq!(err.killed_at(), None, "the first step was enough");
 /// # }
 /// ```
 #[derive(Clone)]
@@ -100,10 +131,18 @@ impl Stop {
     ///
     /// ```
     /// # #[cfg(unix)] {
-    /// use ctxkit::process::{Stop, SIGINT};
+    /// use ctxkit::process::{CommandExt, Stop, SIGINT};
+    /// use ctxkit::Context;
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::process::Command;
     ///
-    /// let stop = Stop::new().signal(SIGINT);
-    /// # let _ = stop;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut child = Command::new("sleep").arg("30")
+    ///     .stop_with(Stop::new().signal(SIGINT))
+    ///     .spawn_ctx(&ctx)
+    ///     .unwrap();
+    /// cancel.cancel();
+    /// assert_eq!(child.wait().unwrap_err().status().unwrap().signal(), Some(SIGINT));
     /// # }
     /// ```
     #[cfg(unix)]
@@ -116,10 +155,21 @@ impl Stop {
     /// default. There is no second step.
     ///
     /// ```
-    /// use ctxkit::process::Stop;
+    /// # #[cfg(unix)] {
+    /// use ctxkit::process::{CommandExt, Stop, SIGKILL};
+    /// use ctxkit::Context;
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::process::Command;
+    /// use std::time::Duration;
     ///
-    /// let stop = Stop::new().kill();
-    /// # let _ = stop;
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
+    /// let err = Command::new("sleep").arg("30")
+    ///     .stop_with(Stop::new().kill())
+    ///     .status_ctx(&ctx)
+    ///     .unwrap_err();
+    /// assert_eq!(err.status().unwrap().signal(), Some(SIGKILL));
+    /// assert!(err.killed_at().is_some());
+    /// # }
     /// ```
     pub fn kill(mut self) -> Stop {
         self.first = First::Kill;
@@ -136,13 +186,30 @@ impl Stop {
     /// after the wait delay.
     ///
     /// ```
-    /// use ctxkit::process::Stop;
+    /// # #[cfg(unix)] {
+    /// use ctxkit::process::{CommandExt, Stop};
+    /// use ctxkit::Context;
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::process::Command;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
     ///
-    /// let stop = Stop::new().call(|pid| {
-    ///     eprintln!("asking {pid} to quit");
-    ///     Ok(())
+    /// let asked = Arc::new(AtomicU32::new(0));
+    /// let stop = Stop::new().call({
+    ///     let asked = Arc::clone(&asked);
+    ///     move |pid| {
+    ///         asked.store(pid, Ordering::SeqCst);
+    ///         // Here a quit request by kill(1); any failure means SIGKILL at once.
+    ///         Command::new("kill").args(["-HUP", &pid.to_string()]).status().map(drop)
+    ///     }
     /// });
-    /// # let _ = stop;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut child = Command::new("sleep").arg("30").stop_with(stop).spawn_ctx(&ctx).unwrap();
+    /// cancel.cancel();
+    /// let err = child.wait().unwrap_err();
+    /// assert_eq!(asked.load(Ordering::SeqCst), child.id());
+    /// assert_eq!(err.status().unwrap().signal(), Some(1)); // SIGHUP
+    /// # }
     /// ```
     pub fn call<F>(mut self, f: F) -> Stop
     where
@@ -158,11 +225,30 @@ impl Stop {
     /// a grandchild holds open after the context ended.
     ///
     /// ```
-    /// use ctxkit::process::Stop;
+    /// # #[cfg(unix)] {
+    /// use ctxkit::process::{CommandExt, Stop, SIGKILL};
+    /// use ctxkit::Context;
+    /// use std::io::{BufRead, BufReader};
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::process::{Command, Stdio};
     /// use std::time::Duration;
     ///
-    /// let stop = Stop::new().wait_delay(Duration::from_millis(500));
-    /// assert_eq!(stop.delay(), Duration::from_millis(500));
+    /// // A child that ignores SIGTERM: only the second step stops it.
+    /// let script = "trap '' TERM; echo ready; exec sleep 30";
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut child = Command::new("sh").args(["-c", script])
+    ///     .stdout(Stdio::piped())
+    ///     .stop_with(Stop::new().wait_delay(Duration::from_millis(100)))
+    ///     .spawn_ctx(&ctx)
+    ///     .unwrap();
+    /// let mut ready = String::new();
+    /// BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    /// cancel.cancel();
+    /// let err = child.wait().unwrap_err();
+    /// assert_eq!(err.status().unwrap().signal(), Some(SIGKILL));
+    /// let waited = err.killed_at().unwrap() - err.stopped_at().unwrap();
+    /// assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    /// # }
     /// ```
     pub fn wait_delay(mut self, delay: Duration) -> Stop {
         self.wait_delay = delay;
