@@ -90,13 +90,30 @@ impl<S> Layer<S> for PropagateLayer {
 /// The [`Service`] of [`PropagateLayer`]: see there.
 ///
 /// ```
+/// use ctxkit::Context;
 /// use ctxkit_http::client::{PropagateLayer, PropagateService, Propagation};
-/// use tower_layer::Layer;
+/// use ctxkit_http::deadline_header::TimeoutHeader;
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use tower::{Layer, Service, ServiceExt};
 ///
-/// fn wrap<S>(client: S) -> PropagateService<S> {
-///     PropagateLayer::new(Propagation::new()).layer(client)
-/// }
-/// # let _ = wrap(());
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // The backend answers with the grpc-timeout header it received, if any.
+/// let backend = tower::service_fn(|request: http::Request<()>| async move {
+///     Ok::<_, Infallible>(http::Response::new(request.headers().get("grpc-timeout").cloned()))
+/// });
+/// let grpc_only = Propagation::new().deadline_headers(&[TimeoutHeader::GrpcTimeout]);
+/// let mut client: PropagateService<_> = PropagateLayer::new(grpc_only).layer(backend);
+///
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(ctx);
+/// let response = client.ready().await.unwrap().call(request).await.unwrap();
+/// let sent = response.into_body().into_inner().expect("a grpc-timeout header");
+/// let budget = TimeoutHeader::GrpcTimeout.decode(sent.as_bytes()).unwrap();
+/// assert!(budget <= Duration::from_secs(1), "what is left, never more");
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct PropagateService<S> {

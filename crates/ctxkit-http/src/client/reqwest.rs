@@ -35,10 +35,6 @@
 //! #     });
 //! #     url
 //! # }
-//! # // Answers with the head of the request it received.
-//! # fn echo(head: &str) -> String {
-//! #     format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}", head.len())
-//! # }
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let url = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".into()).await;
@@ -69,7 +65,38 @@ use std::future::Future;
 /// async fn fetch(ctx: &Context, url: &str) -> Result<String> {
 ///     reqwest::Client::new().get(url).send_ctx(ctx).await?.text().await
 /// }
-/// # let _ = fetch;
+///
+/// # // A server on 127.0.0.1 that answers every request with `reply(its head)`,
+/// # // then keeps the connection open; the URL to reach it.
+/// # async fn serve(reply: fn(&str) -> String) -> String {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let url = format!("http://{}/", listener.local_addr().unwrap());
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 let (mut head, mut buf) = (Vec::new(), [0; 1024]);
+/// #                 while !head.ends_with(b"\r\n\r\n") {
+/// #                     match socket.read(&mut buf).await {
+/// #                         Ok(0) | Err(_) => return,
+/// #                         Ok(n) => head.extend_from_slice(&buf[..n]),
+/// #                     }
+/// #                 }
+/// #                 let reply = reply(&String::from_utf8_lossy(&head));
+/// #                 socket.write_all(reply.as_bytes()).await.unwrap();
+/// #                 std::future::pending::<()>().await
+/// #             });
+/// #         }
+/// #     });
+/// #     url
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// # let url = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".into()).await;
+/// assert_eq!(fetch(&Context::background(), &url).await?, "hello");
+/// # Ok(())
+/// # }
 /// ```
 pub type Result<T> = std::result::Result<T, ClientError<reqwest::Error>>;
 
@@ -78,14 +105,46 @@ pub type Result<T> = std::result::Result<T, ClientError<reqwest::Error>>;
 /// already done fails at once and sends nothing; a context that ends while
 /// the request runs aborts it and returns the context's error.
 ///
-/// ```no_run
+/// ```
+/// use ctxkit::Context;
 /// use ctxkit_http::client::RequestBuilderExt;
+/// use std::time::Duration;
 ///
-/// # async fn call(ctx: &ctxkit::Context) -> ctxkit_http::client::reqwest::Result<String> {
+/// # // A server on 127.0.0.1 that answers every request with `reply(its head)`,
+/// # // then keeps the connection open; the URL to reach it.
+/// # async fn serve(reply: fn(&str) -> String) -> String {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let url = format!("http://{}/", listener.local_addr().unwrap());
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 let (mut head, mut buf) = (Vec::new(), [0; 1024]);
+/// #                 while !head.ends_with(b"\r\n\r\n") {
+/// #                     match socket.read(&mut buf).await {
+/// #                         Ok(0) | Err(_) => return,
+/// #                         Ok(n) => head.extend_from_slice(&buf[..n]),
+/// #                     }
+/// #                 }
+/// #                 let reply = reply(&String::from_utf8_lossy(&head));
+/// #                 socket.write_all(reply.as_bytes()).await.unwrap();
+/// #                 std::future::pending::<()>().await
+/// #             });
+/// #         }
+/// #     });
+/// #     url
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let url = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone".into()).await;
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(5));
 /// let client = reqwest::Client::new();
-/// let response = client.get("http://127.0.0.1:8080/work").send_ctx(ctx).await?;
+/// let response = client.get(&url).send_ctx(&ctx).await?;
 /// let text = response.text().await?; // also stops when ctx ends
-/// # Ok(text) }
+/// assert_eq!(text, "done");
+/// # Ok(())
+/// # }
 /// ```
 pub trait RequestBuilderExt {
     /// Sends the request under `ctx`, propagating as [`Propagation::new`].
@@ -287,10 +346,6 @@ impl ContextResponse {
     /// #     });
     /// #     url
     /// # }
-    /// # // Answers with the head of the request it received.
-    /// # fn echo(head: &str) -> String {
-    /// #     format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}", head.len())
-    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let whole = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".into()).await;
@@ -346,10 +401,6 @@ impl ContextResponse {
     /// #     });
     /// #     url
     /// # }
-    /// # // Answers with the head of the request it received.
-    /// # fn echo(head: &str) -> String {
-    /// #     format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}", head.len())
-    /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let url = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nnaïve".into()).await;
@@ -398,10 +449,6 @@ impl ContextResponse {
     /// #         }
     /// #     });
     /// #     url
-    /// # }
-    /// # // Answers with the head of the request it received.
-    /// # fn echo(head: &str) -> String {
-    /// #     format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}", head.len())
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -453,10 +500,6 @@ impl ContextResponse {
     /// #         }
     /// #     });
     /// #     url
-    /// # }
-    /// # // Answers with the head of the request it received.
-    /// # fn echo(head: &str) -> String {
-    /// #     format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}", head.len())
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
