@@ -2,7 +2,8 @@
 # Installs what the integration tests need and CI cannot assume: Debian's
 # PostgreSQL (the SQL tests start their own cluster from its binaries), curl,
 # wrk and h2load (nghttp2-client) for the HTTP checks and benchmarks,
-# valgrind, and Python's grpcio in a venv for the gRPC interop tests.
+# valgrind, Graphviz (the live tree's DOT output is checked with `dot`), and
+# Python's grpcio in a venv for the gRPC interop tests.
 # Idempotent: what is already there is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v dot >/dev/null || missing+=(graphviz)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install: ${missing[*]}"

@@ -886,7 +886,8 @@ impl Scope {
             // Relaxed: a child that read the old key finds the slot empty
             // and reads this one again under this lock.
             key_in(&child, self).store(key as u32, Ordering::Relaxed);
-            view.children.push(child);
+            // First: the slot's child is usually the oldest.
+            view.children.insert(0, child);
         })
         .ok()?;
         Some(view)

@@ -508,6 +508,9 @@ impl Context {
         if parent.is_some() || expiry.is_some() {
             cancel::attach(&node, parent, expiry);
         }
+        if parent.is_none() && crate::tree::roots_tracked() {
+            crate::tree::track_root(&node);
+        }
         (Context { node: Some(node) }, CancelHandle::new(handle_node))
     }
 
@@ -934,6 +937,35 @@ impl fmt::Display for DroppedNote {
     }
 }
 
+// Live-tree snapshots (tree.rs)
+
+impl Node {
+    /// What this node adds to its parent, for a tree snapshot.
+    pub(crate) fn kind(&self) -> crate::tree::Kind {
+        use crate::tree::Kind;
+        match &self.layer {
+            Layer::Todo(_) => Kind::Todo,
+            Layer::Cancel(scope) if scope.has_own_deadline() => Kind::Deadline,
+            Layer::Cancel(_) => Kind::Cancel,
+            Layer::Merge(_) => Kind::Merged,
+            Layer::Value(values) => Kind::Value(values.type_name.to_owned()),
+            Layer::WithoutCancel(_) => Kind::WithoutCancel,
+        }
+    }
+}
+
+impl Context {
+    /// This context's node; `None` for `background()`.
+    pub(crate) fn node_ref(&self) -> Option<&NodeRef> {
+        self.node.as_ref()
+    }
+
+    /// The context that views `node`.
+    pub(crate) fn from_node_ref(node: NodeRef) -> Context {
+        Context { node: Some(node) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -964,4 +996,3 @@ mod tests {
         assert_eq!(std::mem::size_of::<CancelHandle>(), 8);
     }
 }
-

@@ -249,6 +249,7 @@ mod registry;
 pub mod signal;
 mod sync;
 mod timer;
+pub mod tree;
 mod values;
 mod wait;
 

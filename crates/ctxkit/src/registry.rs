@@ -142,7 +142,6 @@ impl Registry {
 
     /// The registered children and every other registration, in no
     /// particular order (for snapshots of the live tree).
-    #[allow(dead_code)] // until tree.rs lands
     pub(crate) fn visit(
         &self,
         mut child: impl FnMut(&WeakNodeRef),
