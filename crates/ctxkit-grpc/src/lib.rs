@@ -73,6 +73,23 @@
 //! # });
 //! ```
 //!
+//! # Tracing and OpenTelemetry
+//!
+//! With feature `tracing`, [`ServerLayer`] opens an INFO span for every call
+//! (`rpc.service`, `rpc.method`, `x-request-id`, peer address), runs the
+//! handler in it and keeps it in the call's context, where a handler finds
+//! it as `request.context().value::<tracing::Span>()` (module `trace`).
+//!
+//! With feature `opentelemetry`, the server layer extracts the caller's
+//! `opentelemetry::Context` (W3C `traceparent`, `tracestate` and `baggage`,
+//! read by the global propagator or the one given to
+//! `ServerLayer::propagator`) into the call's context, and [`ClientLayer`]
+//! sends the one it finds in a call's context, so a trace crosses HTTP
+//! (`ctxkit-http`) and gRPC hops alike (module `otel`: the `Injector` and
+//! `Extractor` over tonic's `MetadataMap`).
+//!
+//! Both are off by default; off, they add no field, no value and no work.
+//!
 //! # Across processes
 //!
 //! The `chain` example runs each hop as a process of its own, `edge →

@@ -32,8 +32,30 @@
 //! - `client` (default): the tower client layer [`client::PropagateLayer`].
 //! - `reqwest`: `send_ctx` for reqwest (no TLS backend is enabled here; no
 //!   OpenSSL).
+//! - `tracing`: a `tracing` span for every request (module `trace`).
+//! - `opentelemetry`: OpenTelemetry's trace context and baggage through the
+//!   layer and the clients (module `otel`).
 //!
 //! With no features, only [`deadline_header`] is built.
+//!
+//! # Tracing and OpenTelemetry
+//!
+//! With feature `tracing`, [`ContextLayer`] opens an INFO span for every
+//! request (method, path, `x-request-id`, peer address), runs the handler's
+//! future in it and keeps it in the request's context, where a handler
+//! finds it as `ctx.value::<tracing::Span>()` (module `trace`).
+//!
+//! With feature `opentelemetry`, the layer extracts the caller's
+//! `opentelemetry::Context` (W3C `traceparent`, `tracestate` and `baggage`,
+//! read by the global propagator or the one given to
+//! `ContextLayer::propagator`) and keeps it in the request's context as
+//! `ctx.value::<opentelemetry::Context>()`; the client helpers (`send_ctx`,
+//! `client::PropagateLayer`) send the one they find in their context, so a
+//! trace goes on through a ctxkit service, and through `ctxkit-grpc`'s
+//! layers too (module `otel`: the `Injector` and `Extractor` over
+//! `http::HeaderMap`).
+//!
+//! Both are off by default; off, they add no field, no value and no work.
 //!
 //! # Detecting a client that went away
 //!
