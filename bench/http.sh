@@ -15,8 +15,8 @@
 # callgrind: each server runs under `valgrind --tool=callgrind`; h2load
 # sends a fixed number of requests (HTTP/1.1 with --h1, then HTTP/2), and
 # the instructions the server executed for them (user space, the run's
-# counters dumped just before and after) are divided by the count. Load on
-# the machine does not change these numbers.
+# counters dumped just before and after, one tokio worker thread) are
+# divided by the count. Load on the machine barely changes these numbers.
 #
 # Environment: MODES (default "axum server"; also server-nodelay, bare,
 # layer: see crates/ctxkit-http/examples/bench_server.rs), ROUNDS (default
@@ -114,7 +114,10 @@ if [ "$what" = callgrind ]; then
         sed -n 's/^summary: //p;s/^totals: //p' "$file" | head -1
     }
     for mode in "${modes[@]}"; do
-        start "$mode" valgrind --tool=callgrind --callgrind-out-file="$out/callgrind-$mode.out.%p"
+        # One worker thread: valgrind runs one thread at a time anyway, and
+        # a second worker's parking and stealing, which depend on timing,
+        # would move the counts by hundreds of instructions a request.
+        start "$mode" env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind-$mode.out.%p"
         for proto in h1 h2; do
             fixed "$proto" 2000 "$mode" >/dev/null # warm-up: connections, pools, caches
             dumped "$mode" >/dev/null
