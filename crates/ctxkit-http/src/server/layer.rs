@@ -5,6 +5,7 @@ use super::deadline::{caller_timeout, effective, name_of, MalformedDeadline};
 use super::request_end::{RequestEnd, ShutdownTally};
 use crate::deadline_header::TimeoutHeader;
 use crate::forward::{ForwardHeaders, DEFAULT_FORWARDED};
+use crate::telemetry::RequestSpan;
 use bytes::Bytes;
 use ctxkit::{CancelHandle, Context};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -73,6 +74,7 @@ struct Config {
     /// headers differ in length from all of them and are passed over at
     /// once.
     watched_lengths: u64,
+    telemetry: crate::telemetry::Telemetry,
 }
 
 impl ContextLayer {
@@ -98,6 +100,7 @@ impl ContextLayer {
                 forwarded: DEFAULT_FORWARDED.to_vec(),
                 tally: None,
                 watched_lengths: 0,
+                telemetry: Default::default(),
             }),
         };
         layer.with(|_| {})
@@ -162,6 +165,30 @@ impl ContextLayer {
     /// ```
     pub fn forwarded_headers(self, names: &[HeaderName]) -> ContextLayer {
         self.with(|config| config.forwarded = names.to_vec())
+    }
+
+    /// The propagator that reads each request's `opentelemetry::Context`
+    /// from its headers (feature `opentelemetry`), instead of the global one
+    /// (see [`otel`](crate::otel)).
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::ContextLayer;
+    /// use opentelemetry::propagation::TextMapCompositePropagator;
+    /// use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+    ///
+    /// let layer = ContextLayer::new(Context::background()).propagator(TextMapCompositePropagator::new(vec![
+    ///     Box::new(TraceContextPropagator::new()),
+    ///     Box::new(BaggagePropagator::new()),
+    /// ]));
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn propagator<P>(self, propagator: P) -> ContextLayer
+    where
+        P: opentelemetry::propagation::TextMapPropagator + Send + Sync + 'static,
+    {
+        self.with(|config| config.telemetry.propagator = Some(Arc::new(propagator)))
     }
 
     /// The root given to [`new`](Self::new).
@@ -316,9 +343,14 @@ impl Config {
             Err(message) => return ResponseFuture::rejected(message),
         };
         let head = request.method() == Method::HEAD;
+        let (ctx, span) = self.telemetry.request_context(&request, ctx);
         request.extensions_mut().insert(ctx.clone());
         let end = RequestEnd::new(ctx, cancel, head, self.tally.clone());
-        ResponseFuture::call(call(request), end)
+        let future = {
+            let _entered = span.enter();
+            call(request)
+        };
+        ResponseFuture::call(future, end, span)
     }
 
     /// The request's context, or the text of a 400 answer.
@@ -429,17 +461,18 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Call { #[pin] future: F, end: Option<RequestEnd> },
+        Call { #[pin] future: F, end: Option<RequestEnd>, span: RequestSpan },
         Reject { message: Option<String> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    fn call(future: F, end: RequestEnd) -> ResponseFuture<F> {
+    fn call(future: F, end: RequestEnd, span: RequestSpan) -> ResponseFuture<F> {
         ResponseFuture {
             kind: Kind::Call {
                 future,
                 end: Some(end),
+                span,
             },
         }
     }
@@ -461,8 +494,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Call { future, end } => {
-                let result = ready!(future.poll(cx));
+            KindProj::Call { future, end, span } => {
+                let result = {
+                    let _entered = span.enter();
+                    ready!(future.poll(cx))
+                };
                 let end = end.take().expect("ResponseFuture polled after completion");
                 Poll::Ready(match result {
                     Ok(response) => Ok(response.map(|body| ContextBody::new(body, end))),
