@@ -72,7 +72,13 @@ fn main() {
             Some("bare") => only(Setup::Bare, &options).await,
             Some("ctxkit") => only(Setup::Ctxkit, &options).await,
             Some("timeout") => only(Setup::BareTimeout, &options).await,
-            Some(other) => panic!("--only bare or ctxkit, not {other}"),
+            Some(layer @ ("server-layer" | "client-layer" | "server-bare" | "client-bare")) => {
+                layer_only(layer, options.sequential.unwrap_or(100_000))
+            }
+            Some(other) => panic!(
+                "--only bare, timeout, ctxkit, server-layer, server-bare, client-layer or \
+                 client-bare, not {other}"
+            ),
             None => {
                 layer_cost();
                 throughput(&options).await;
@@ -355,6 +361,59 @@ where
     }
 }
 
+/// The request `ServerLayer` sees in `layer_cost`: `grpc-timeout`, a
+/// request id and the content type, as tonic's channel sends them.
+fn server_request() -> http::Request<()> {
+    let mut request = http::Request::new(());
+    let headers = request.headers_mut();
+    headers.insert("grpc-timeout", http::HeaderValue::from_static("3599999m"));
+    headers.insert("x-request-id", http::HeaderValue::from_static("bench-1"));
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    request
+}
+
+/// `calls` exchanges through one layer alone (`server-layer` or
+/// `client-layer`) or through the service it wraps, unwrapped, with the
+/// same requests (`server-bare`, `client-bare`): a fixed amount of work for
+/// instruction counts under callgrind, without threads, network or tonic.
+fn layer_only(layer: &str, calls: usize) {
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3600));
+    let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "bench-1"));
+    let client_request = || {
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(ctx.clone());
+        request
+    };
+    match layer {
+        "server-layer" => {
+            let mut server = ServerLayer::new(Context::background()).layer(Instant200);
+            for _ in 0..calls {
+                exchange(&mut server, server_request());
+            }
+        }
+        "server-bare" => {
+            for _ in 0..calls {
+                exchange(&mut Instant200, server_request());
+            }
+        }
+        "client-bare" => {
+            for _ in 0..calls {
+                exchange(&mut Instant200, client_request());
+            }
+        }
+        _ => {
+            let mut client = ClientLayer::new().layer(Instant200);
+            for _ in 0..calls {
+                exchange(&mut client, client_request());
+            }
+        }
+    }
+    println!("{layer}: {calls} exchanges");
+}
+
 /// The layers' own work per call, without network or tonic: a request
 /// with `grpc-timeout` and `x-request-id` through `ServerLayer`, and one
 /// under a context with a deadline and a request id through `ClientLayer`,
@@ -362,17 +421,6 @@ where
 /// five runs of 200,000).
 fn layer_cost() {
     println!("## The layers' own work per call (no network), best of 5 x 200,000");
-    let server_request = || {
-        let mut request = http::Request::new(());
-        let headers = request.headers_mut();
-        headers.insert("grpc-timeout", http::HeaderValue::from_static("3599999m"));
-        headers.insert("x-request-id", http::HeaderValue::from_static("bench-1"));
-        headers.insert(
-            "content-type",
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        request
-    };
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3600));
     let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "bench-1"));
     let client_request = || {

@@ -40,10 +40,6 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 use tower_layer::Layer;
 
-/// How much earlier than a hop's own deadline its caller's deadline may
-/// fall: the transit of the call's headers, on loopback, on a busy machine.
-const TRANSIT_ALLOWANCE: Duration = Duration::from_millis(25);
-
 const USAGE: &str = "usage:
   chain serve --name NAME --listen ADDR [--next URL] [--max-timeout-ms N]
   chain call --to URL [--budget-ms N] [--work-ms N] [--request-id ID] [--cancel-after-ms N]";
@@ -269,26 +265,16 @@ impl Hop {
     }
 }
 
-/// Waits for the call's context to end and says how: `completed`,
-/// `canceled` or `deadline`.
+/// Waits for the call's context to end and says how, as its `err()` and
+/// cause say: `deadline` when its deadline ended it, `completed` when the
+/// answer was sent, `canceled` otherwise. A caller's reset that arrives at or
+/// after the hop's own deadline ends the context with `DeadlineExceeded`
+/// (the server layer sees to it), so it is a `deadline` here too.
 async fn how_it_ended(ctx: &Context) -> &'static str {
-    let err = ctx.done().await;
-    let at = Instant::now();
-    match (err, Ended::of(ctx)) {
-        (ctxkit::Error::DeadlineExceeded, _) => "deadline",
-        (_, Some(Ended::Completed)) => "completed",
-        // `grpc-timeout` is relative: a hop's clock starts when the call
-        // arrives, a transit after its caller's, so its deadline falls that
-        // much after the caller's, and the reset the caller sends at its own
-        // deadline may arrive first. A caller cancel within that allowance
-        // of the hop's deadline is the deadline's.
-        _ if ctx.deadline().is_some_and(|deadline| {
-            deadline.saturating_duration_since(at) <= TRANSIT_ALLOWANCE
-        }) =>
-        {
-            "deadline"
-        }
-        _ => "canceled",
+    match ctx.done().await {
+        ctxkit::Error::DeadlineExceeded => "deadline",
+        ctxkit::Error::Canceled if Ended::of(ctx) == Some(Ended::Completed) => "completed",
+        ctxkit::Error::Canceled => "canceled",
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::{context_status, ForwardHeaders, IntoStatus, Propagation};
 use ctxkit::{Context, OwnedDone};
 use ctxkit_http::deadline_header::TimeoutHeader;
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -156,23 +157,74 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static(TimeoutHeader::GrpcTime
 
 /// Sets `grpc-timeout` to `remaining`, unless a shorter one is already set.
 fn send_timeout(metadata: &mut HeaderMap, remaining: Duration) {
-    let header = TimeoutHeader::GrpcTimeout;
-    let shorter_set = metadata
-        .get(&GRPC_TIMEOUT)
-        .and_then(|set| header.decode(set.as_bytes()).ok())
-        .is_some_and(|set| set <= remaining);
-    if shorter_set {
-        return;
+    // One lookup for both the check and the insert.
+    match metadata.entry(GRPC_TIMEOUT) {
+        Entry::Occupied(mut set) => {
+            let shorter_set = TimeoutHeader::GrpcTimeout
+                .decode(set.get().as_bytes())
+                .is_ok_and(|set| set <= remaining);
+            if !shorter_set {
+                if let Some(value) = timeout_value(remaining) {
+                    set.insert(value);
+                }
+            }
+        }
+        Entry::Vacant(unset) => {
+            if let Some(value) = timeout_value(remaining) {
+                unset.insert(value);
+            }
+        }
     }
-    // `None`: longer than 99,999,999 hours, which no header can say.
-    if let Some(encoded) = header.encode(remaining) {
-        let mut value =
-            HeaderValue::try_from(encoded).expect("digits and a unit are a header value");
-        // A value that changes with every call: HPACK indexing it would
-        // only churn both ends' dynamic tables (and cost CPU on each).
-        value.set_sensitive(true);
-        metadata.insert(GRPC_TIMEOUT, value);
+}
+
+/// `remaining` as a `grpc-timeout` value, written as
+/// [`TimeoutHeader::encode`] writes it (grpc-go's encoding: the finest unit
+/// whose value, rounded up, fits in 8 digits), but without its formatting
+/// machinery and its string, as this runs on every call; `None` when no
+/// header can say it (longer than 99,999,999 hours: send none).
+fn timeout_value(remaining: Duration) -> Option<HeaderValue> {
+    const UNITS: [(u64, u8); 6] = [
+        (1, b'n'),
+        (1_000, b'u'),
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+        (3_600_000_000_000, b'H'),
+    ];
+    const MAX_VALUE: u64 = 99_999_999;
+    // Past u64 nanoseconds (584 years) only hours can fit, and the codec
+    // says whether they do.
+    let Ok(nanos) = u64::try_from(remaining.as_nanos()) else {
+        let encoded = TimeoutHeader::GrpcTimeout.encode(remaining)?;
+        return Some(sensitive(HeaderValue::try_from(encoded).ok()?));
+    };
+    let (value, unit) = UNITS.iter().find_map(|&(nanos_per_unit, unit)| {
+        let value = nanos.div_ceil(nanos_per_unit);
+        (value <= MAX_VALUE).then_some((value, unit))
+    })?;
+    // At most 8 digits and the unit.
+    let mut text = [0u8; 9];
+    let mut start = text.len() - 1;
+    text[start] = unit;
+    let mut rest = value;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
     }
+    let value = HeaderValue::from_bytes(&text[start..]).expect("digits and a unit");
+    Some(sensitive(value))
+}
+
+/// `value`, marked never to be indexed: a `grpc-timeout` changes with every
+/// call, and HPACK indexing it would only churn both ends' dynamic tables
+/// (and cost CPU on each).
+fn sensitive(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }
 
 pin_project! {
@@ -180,6 +232,44 @@ pin_project! {
     /// against the call's context. When the context ends first, the
     /// transport's future is dropped at once, which resets the stream, and
     /// the call fails with the context's status.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::{ClientFuture, ClientLayer};
+    /// use std::future::Pending;
+    /// use std::task::Poll;
+    /// use tonic::{Code, Status};
+    /// use tower_layer::Layer;
+    /// use tower_service::Service;
+    ///
+    /// /// A transport whose calls never get an answer.
+    /// struct Silent;
+    ///
+    /// impl Service<http::Request<()>> for Silent {
+    ///     type Response = http::Response<()>;
+    ///     type Error = std::convert::Infallible;
+    ///     type Future = Pending<Result<http::Response<()>, Self::Error>>;
+    ///
+    ///     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///
+    ///     fn call(&mut self, _: http::Request<()>) -> Self::Future {
+    ///         std::future::pending()
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut request = http::Request::new(());
+    /// request.extensions_mut().insert(ctx.clone()); // what `RequestExt::with_context` does
+    /// let call: ClientFuture<_> = ClientLayer::new().layer(Silent).call(request);
+    /// cancel.cancel(); // the caller gives up: the call ends, the stream is reset
+    /// let Err(error) = call.await else { panic!("answered") };
+    /// let status = error.downcast_ref::<Status>().unwrap();
+    /// assert_eq!(status.code(), Code::Cancelled);
+    /// # });
+    /// ```
     pub struct ClientFuture<F> {
         #[pin]
         inner: Option<F>,
@@ -229,7 +319,12 @@ where
             this.inner.set(None);
             let ctx = this.ctx.take();
             return Poll::Ready(match result {
-                Ok(response) => Ok(response.map(|body| ClientBody::new(body, ctx))),
+                // The body takes over the registration for the context's
+                // end, if the call made one: one per call, not two.
+                Ok(response) => {
+                    let done = this.done.take();
+                    Ok(response.map(|body| ClientBody::new(body, ctx, done)))
+                }
                 Err(error) => Err(over(ctx.as_ref()).map_or_else(|| error.into(), Into::into)),
             });
         }
@@ -282,6 +377,46 @@ pin_project! {
     /// transport's, until the call's context ends; then the body is dropped
     /// (resetting the stream) and its last frame is the context's status as
     /// an error, which tonic returns from the call or the stream.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::{ClientBody, ClientLayer};
+    /// use http_body_util::{BodyExt, Full};
+    /// use std::future::Ready;
+    /// use std::task::Poll;
+    /// use tonic::{Code, Status};
+    /// use tower_layer::Layer;
+    /// use tower_service::Service;
+    ///
+    /// /// A transport that answers every call with one frame.
+    /// struct Answering;
+    ///
+    /// impl Service<http::Request<()>> for Answering {
+    ///     type Response = http::Response<Full<Bytes>>;
+    ///     type Error = std::convert::Infallible;
+    ///     type Future = Ready<Result<Self::Response, Self::Error>>;
+    ///
+    ///     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///
+    ///     fn call(&mut self, _: http::Request<()>) -> Self::Future {
+    ///         std::future::ready(Ok(http::Response::new(Full::new(Bytes::from_static(b"frame")))))
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let mut request = http::Request::new(());
+    /// request.extensions_mut().insert(ctx);
+    /// let response = ClientLayer::new().layer(Answering).call(request).await.unwrap();
+    /// let body: ClientBody<Full<Bytes>> = response.into_body();
+    /// cancel.cancel(); // before the body is read: it ends with the context's status
+    /// let error = body.collect().await.unwrap_err();
+    /// assert_eq!(error.downcast_ref::<Status>().unwrap().code(), Code::Cancelled);
+    /// # });
+    /// ```
     pub struct ClientBody<B> {
         #[pin]
         inner: Option<B>,
@@ -291,11 +426,11 @@ pin_project! {
 }
 
 impl<B> ClientBody<B> {
-    fn new(inner: B, ctx: Option<Context>) -> ClientBody<B> {
+    fn new(inner: B, ctx: Option<Context>, done: Option<OwnedDone>) -> ClientBody<B> {
         ClientBody {
             inner: Some(inner),
             ctx,
-            done: None,
+            done,
         }
     }
 }
@@ -343,5 +478,71 @@ where
         self.inner
             .as_ref()
             .map_or_else(SizeHint::default, Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn written(remaining: Duration) -> Option<String> {
+        let value = timeout_value(remaining)?;
+        assert!(value.is_sensitive());
+        Some(value.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn timeout_values_match_the_codec_at_every_unit_edge() {
+        let edges = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(99_999_999),
+            Duration::from_nanos(100_000_000),
+            Duration::from_nanos(100_000_001),
+            Duration::from_millis(99_999_999),
+            Duration::from_millis(99_999_999) + Duration::from_nanos(1),
+            Duration::from_secs(99_999_999),
+            Duration::from_secs(99_999_999 * 60 + 1),
+            Duration::from_secs(99_999_999 * 3600),
+            Duration::from_secs(99_999_999 * 3600) + Duration::from_nanos(1),
+            Duration::from_nanos(u64::MAX),
+            Duration::from_nanos(u64::MAX) + Duration::from_nanos(1),
+            Duration::MAX,
+        ];
+        for remaining in edges {
+            assert_eq!(
+                written(remaining),
+                TimeoutHeader::GrpcTimeout.encode(remaining),
+                "{remaining:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shorter_timeout_already_set_is_kept_and_a_longer_one_replaced() {
+        let mut metadata = HeaderMap::new();
+        metadata.insert(GRPC_TIMEOUT, HeaderValue::from_static("1S"));
+        send_timeout(&mut metadata, Duration::from_secs(5));
+        assert_eq!(metadata.get(&GRPC_TIMEOUT).unwrap(), "1S");
+        send_timeout(&mut metadata, Duration::from_millis(500));
+        assert_eq!(metadata.get(&GRPC_TIMEOUT).unwrap(), "500000u");
+        metadata.insert(GRPC_TIMEOUT, HeaderValue::from_static("garbage"));
+        send_timeout(&mut metadata, Duration::from_millis(500));
+        assert_eq!(metadata.get(&GRPC_TIMEOUT).unwrap(), "500000u");
+        assert_eq!(metadata.get_all(&GRPC_TIMEOUT).iter().count(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn timeout_values_match_the_codec(
+            secs in prop_oneof![0u64..100, 0u64..20_000_000_000, any::<u64>()],
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let remaining = Duration::new(secs, nanos);
+            prop_assert_eq!(written(remaining), TimeoutHeader::GrpcTimeout.encode(remaining));
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::w3c;
 use ctxkit_http::ForwardHeaders;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{Entry, HeaderName, HeaderValue};
 use http::HeaderMap;
 
 /// Which metadata values a service takes from its callers and passes on:
@@ -37,6 +37,8 @@ const REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 const BAGGAGE: &str = "baggage";
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 
 impl Default for Propagation {
     fn default() -> Propagation {
@@ -107,30 +109,40 @@ impl Propagation {
     /// assert!(Propagation::none().restore(&metadata).is_none());
     /// ```
     pub fn restore(&self, metadata: &HeaderMap) -> Option<ForwardHeaders> {
+        // One pass over the call's metadata, which holds a handful of names,
+        // and one lookup per propagated name found: cheaper, on every call,
+        // than hashing each configured name to find it absent.
         let mut restored: Option<ForwardHeaders> = None;
-        for name in &self.names {
-            if let Some(value) = checked(name, metadata) {
-                restored
-                    .get_or_insert_with(ForwardHeaders::new)
-                    .insert(name.clone(), value);
+        let mut tracestate = None;
+        let mut traceparent_kept = false;
+        for name in metadata.keys() {
+            // The configured name is the one kept: usually static, where the
+            // call's own is a slice of its buffer (a clone shares it).
+            let Some(name) = self.names.iter().find(|&configured| configured == name) else {
+                continue;
+            };
+            let Some(value) = checked(name, metadata) else {
+                continue;
+            };
+            if *name == TRACESTATE_NAME {
+                tracestate = Some(value); // kept or not once traceparent is known
+                continue;
             }
+            traceparent_kept |= *name == TRACEPARENT_NAME;
+            restored
+                .get_or_insert_with(ForwardHeaders::new)
+                .insert(name.clone(), value);
         }
-        let restored = restored?;
         // W3C Trace Context: without a valid traceparent, tracestate means
         // nothing.
-        let orphan_tracestate = restored.get(TRACESTATE).is_some()
-            && restored.get(TRACEPARENT).is_none()
-            && self.names.iter().any(|name| name == TRACEPARENT);
-        if !orphan_tracestate {
-            return Some(restored);
-        }
-        let mut kept = ForwardHeaders::new();
-        for (name, value) in restored.headers() {
-            if name != TRACESTATE {
-                kept.insert(name.clone(), value.clone());
+        if let Some(value) = tracestate {
+            if traceparent_kept || !self.names.contains(&TRACEPARENT_NAME) {
+                restored
+                    .get_or_insert_with(ForwardHeaders::new)
+                    .insert(TRACESTATE_NAME, value);
             }
         }
-        (!kept.headers().is_empty()).then_some(kept)
+        restored
     }
 
     /// Adds to `metadata` the propagated names that `values` holds and
@@ -151,8 +163,12 @@ impl Propagation {
         // A context holds a value or two: walking them, not the configured
         // names, saves a lookup per absent name on every call.
         for (name, value) in values.headers() {
-            if self.names.contains(name) && !metadata.contains_key(name) {
-                metadata.insert(name.clone(), value.clone());
+            if !self.names.contains(name) {
+                continue;
+            }
+            // One lookup for both the check and the insert.
+            if let Entry::Vacant(unset) = metadata.entry(name) {
+                unset.insert(value.clone());
             }
         }
     }
@@ -166,7 +182,7 @@ fn checked(name: &HeaderName, metadata: &HeaderMap) -> Option<HeaderValue> {
         TRACESTATE | BAGGAGE => {
             let joined = join(first, values);
             let kept = if name == TRACESTATE {
-                w3c::valid_tracestate(&joined).then(|| joined.clone())
+                w3c::valid_tracestate(&joined).then_some(joined)
             } else {
                 w3c::held_baggage(&joined).map(String::into_bytes)
             };

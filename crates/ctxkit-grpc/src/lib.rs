@@ -133,7 +133,57 @@ pub use status::{code_name, context_status, timeout_header_status, IntoStatus};
 /// `proto/work.proto` (the project's shared proto, copied unchanged): what
 /// the `chain` example serves and calls, and what the interop tests call
 /// from other gRPC implementations.
-#[allow(missing_docs, clippy::all)]
+///
+/// - [`WorkRequest`](demo::WorkRequest) and [`WorkReply`](demo::WorkReply),
+///   the messages;
+/// - [`work_server::Work`](demo::work_server::Work), the trait a hop
+///   implements, served by [`work_server::WorkServer`](demo::work_server::WorkServer);
+/// - [`work_client::WorkClient`](demo::work_client::WorkClient), its client.
+///
+/// A hop that answers with what it saw of its call, and a call to it under
+/// a context (see the [crate] documentation for a chain of three):
+///
+/// ```
+/// use ctxkit::Context;
+/// use ctxkit_grpc::demo::work_client::WorkClient;
+/// use ctxkit_grpc::demo::work_server::{Work, WorkServer};
+/// use ctxkit_grpc::demo::{WorkReply, WorkRequest};
+/// use ctxkit_grpc::{request, ClientLayer, RequestExt, ServerLayer};
+/// use std::time::Duration;
+/// use tonic::{Request, Response, Status};
+/// use tower_layer::Layer;
+///
+/// struct Leaf;
+///
+/// #[tonic::async_trait]
+/// impl Work for Leaf {
+///     async fn r#do(&self, request: Request<WorkRequest>) -> Result<Response<WorkReply>, Status> {
+///         let remaining_ms = request.context().remaining().map_or(-1, |left| left.as_millis() as i64);
+///         Ok(Response::new(WorkReply { hop: "leaf".into(), remaining_ms, ..Default::default() }))
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let address = listener.local_addr().unwrap();
+/// tokio::spawn(
+///     tonic::transport::Server::builder()
+///         .layer(ServerLayer::new(Context::background()))
+///         .add_service(WorkServer::new(Leaf))
+///         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// );
+/// let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+///     .unwrap()
+///     .connect_lazy();
+/// let mut client = WorkClient::new(ClientLayer::new().layer(channel));
+///
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(5));
+/// let reply = client.r#do(request(&ctx, WorkRequest { work_ms: 0 })).await.unwrap();
+/// assert_eq!(reply.get_ref().hop, "leaf");
+/// assert!((0..=5000).contains(&reply.get_ref().remaining_ms)); // the caller's deadline arrived
+/// # });
+/// ```
+#[allow(clippy::all)]
 pub mod demo {
     tonic::include_proto!("ctxkit.demo.v1");
 }

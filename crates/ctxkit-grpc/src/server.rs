@@ -44,25 +44,44 @@ const GRPC_TIMEOUT: http::HeaderName =
 /// malformed `grpc-timeout` is answered with `INTERNAL` without calling the
 /// handler, as grpc-go does.
 ///
-/// ```no_run
+/// ```
 /// use ctxkit::Context;
-/// use ctxkit_grpc::demo::work_server::WorkServer;
-/// use ctxkit_grpc::ServerLayer;
+/// use ctxkit_grpc::demo::work_server::{Work, WorkServer};
+/// use ctxkit_grpc::demo::{WorkReply, WorkRequest};
+/// use ctxkit_grpc::{RequestExt, ServerLayer};
 /// use std::time::Duration;
-/// # struct Hop;
-/// # #[tonic::async_trait]
-/// # impl ctxkit_grpc::demo::work_server::Work for Hop {
-/// #     async fn r#do(&self, _: tonic::Request<ctxkit_grpc::demo::WorkRequest>)
-/// #         -> Result<tonic::Response<ctxkit_grpc::demo::WorkReply>, tonic::Status> { todo!() }
-/// # }
+/// use tonic::{Request, Response, Status};
 ///
-/// # async fn serve() -> Result<(), tonic::transport::Error> {
-/// tonic::transport::Server::builder()
-///     .layer(ServerLayer::new(Context::background()).max_timeout(Duration::from_secs(10)))
-///     .add_service(WorkServer::new(Hop))
-///     .serve("127.0.0.1:50051".parse().unwrap())
+/// struct Hop;
+///
+/// #[tonic::async_trait]
+/// impl Work for Hop {
+///     async fn r#do(&self, request: Request<WorkRequest>) -> Result<Response<WorkReply>, Status> {
+///         let ctx = request.context(); // at most 10 s, whatever the caller sent
+///         let remaining_ms = ctx.remaining().map_or(-1, |left| left.as_millis() as i64);
+///         Ok(Response::new(WorkReply { remaining_ms, ..Default::default() }))
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let address = listener.local_addr().unwrap();
+/// tokio::spawn(
+///     tonic::transport::Server::builder()
+///         .layer(ServerLayer::new(Context::background()).max_timeout(Duration::from_secs(10)))
+///         .add_service(WorkServer::new(Hop))
+///         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// );
+///
+/// // A plain tonic client asking for a minute: the server's maximum wins.
+/// let mut client = ctxkit_grpc::demo::work_client::WorkClient::connect(format!("http://{address}"))
 ///     .await
-/// # }
+///     .unwrap();
+/// let mut call = Request::new(WorkRequest { work_ms: 0 });
+/// call.set_timeout(Duration::from_secs(60));
+/// let reply = client.r#do(call).await.unwrap().into_inner();
+/// assert!((0..=10_000).contains(&reply.remaining_ms));
+/// # });
 /// ```
 #[derive(Clone, Debug)]
 pub struct ServerLayer {
@@ -235,9 +254,8 @@ where
                 inner,
                 call: Call {
                     ctx,
-                    deadline,
                     done: None,
-                    guard: CallGuard::new(Some(cancel)),
+                    guard: CallGuard::new(Some(cancel), deadline),
                     span,
                 },
             },
@@ -250,6 +268,42 @@ pin_project! {
     /// against the call's context. Dropped before it completes (the caller
     /// reset the stream or the connection dropped), it cancels the call's
     /// context with [`Ended::ClientGone`].
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::{Ended, ServerFuture, ServerLayer};
+    /// use std::future::Pending;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::task::Poll;
+    /// use tower_layer::Layer;
+    /// use tower_service::Service;
+    ///
+    /// /// A handler that never answers, and keeps its call's context.
+    /// struct Stuck(Arc<Mutex<Option<Context>>>);
+    ///
+    /// impl Service<http::Request<()>> for Stuck {
+    ///     type Response = http::Response<()>;
+    ///     type Error = std::convert::Infallible;
+    ///     type Future = Pending<Result<http::Response<()>, Self::Error>>;
+    ///
+    ///     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///
+    ///     fn call(&mut self, request: http::Request<()>) -> Self::Future {
+    ///         *self.0.lock().unwrap() = request.extensions().get::<Context>().cloned();
+    ///         std::future::pending()
+    ///     }
+    /// }
+    ///
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let mut service = ServerLayer::new(Context::background()).layer(Stuck(seen.clone()));
+    /// let future: ServerFuture<_> = service.call(http::Request::new(()));
+    /// let ctx = seen.lock().unwrap().take().unwrap();
+    /// assert!(!ctx.is_done());
+    /// drop(future); // what hyper does when the caller resets the stream
+    /// assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+    /// ```
     pub struct ServerFuture<F> {
         #[pin]
         state: State<F>,
@@ -310,7 +364,6 @@ where
 /// One call's context and the handle that ends it.
 struct Call {
     ctx: Context,
-    deadline: Option<Instant>,
     /// Registered only once the handler is pending: a handler that answers
     /// at once costs no waiter.
     done: Option<OwnedDone>,
@@ -325,7 +378,7 @@ impl Call {
         if let Some(status) = self.status() {
             return status.into_http();
         }
-        let guard = CallGuard::new(self.guard.cancel.take());
+        let guard = CallGuard::new(self.guard.cancel.take(), self.guard.deadline);
         response.map(|body| ServerBody {
             inner: Some(body),
             guard,
@@ -352,17 +405,10 @@ impl Call {
             self.guard.end(Ended::Completed); // already ended: keeps err and cause
             return Some(status);
         }
-        let deadline = self.deadline?;
-        if Instant::now() < deadline {
+        if !self.guard.past_deadline() {
             return None;
         }
-        // The clock passed the deadline before the context's timer fired:
-        // end the context now, so that it agrees with the status we send (a
-        // deadline moved to the past ends it with `DeadlineExceeded` before
-        // `set_deadline` returns; the handle's drop then changes nothing).
-        if let Some(cancel) = self.guard.cancel.take() {
-            cancel.set_deadline(deadline);
-        }
+        self.guard.end_at_deadline();
         Some(ctxkit::Error::DeadlineExceeded.into_status())
     }
 }
@@ -376,20 +422,43 @@ fn ready_or_none<T>(poll: Poll<T>) -> Option<T> {
 
 /// Cancels the call's context with [`Ended::ClientGone`] if dropped before
 /// the call ended: hyper drops a call's future and body when the caller
-/// resets the stream or the connection goes.
+/// resets the stream or the connection goes. Dropped at or after the call's
+/// deadline, before the context's timer fired, it ends the context with
+/// `DeadlineExceeded` instead: a caller gives up at its own deadline, which
+/// falls a transit before the call's, so a reset arriving after the call's
+/// deadline is the deadline's doing, and the context says so.
 #[derive(Debug)]
 struct CallGuard {
     cancel: Option<CancelHandle>,
+    /// The call's deadline, if it has one.
+    deadline: Option<Instant>,
     /// Set when the body said it has nothing more to send: hyper may then
     /// drop it without polling it again, and the call completed.
     sent: AtomicBool,
 }
 
 impl CallGuard {
-    fn new(cancel: Option<CancelHandle>) -> CallGuard {
+    fn new(cancel: Option<CancelHandle>, deadline: Option<Instant>) -> CallGuard {
         CallGuard {
             cancel,
+            deadline,
             sent: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the clock has reached the call's deadline.
+    fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Ends the context with `DeadlineExceeded` now, when the clock passed
+    /// its deadline before its timer fired, so that the context agrees with
+    /// the status sent (a deadline moved to the past ends it before
+    /// `set_deadline` returns; the handle's drop then changes nothing).
+    fn end_at_deadline(&mut self) {
+        if let (Some(cancel), Some(deadline)) = (self.cancel.take(), self.deadline) {
+            cancel.set_deadline(deadline);
         }
     }
 
@@ -402,8 +471,13 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
+        if self.cancel.is_none() {
+            return;
+        }
         if *self.sent.get_mut() {
             self.end(Ended::Completed);
+        } else if self.past_deadline() {
+            self.end_at_deadline();
         } else {
             self.end(Ended::ClientGone);
         }
@@ -415,6 +489,47 @@ pin_project! {
     /// handler's body, which keeps the call's context live until it has
     /// sent its last frame (trailers included); dropped before that, the
     /// caller went away, and the context ends with [`Ended::ClientGone`].
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ctxkit::Context;
+    /// use ctxkit_grpc::{Ended, ServerBody, ServerLayer};
+    /// use http_body_util::{BodyExt, Full};
+    /// use std::future::Ready;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::task::Poll;
+    /// use tower_layer::Layer;
+    /// use tower_service::Service;
+    ///
+    /// /// A handler that answers at once, and keeps its call's context.
+    /// struct Hello(Arc<Mutex<Option<Context>>>);
+    ///
+    /// impl Service<http::Request<()>> for Hello {
+    ///     type Response = http::Response<Full<Bytes>>;
+    ///     type Error = std::convert::Infallible;
+    ///     type Future = Ready<Result<Self::Response, Self::Error>>;
+    ///
+    ///     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///
+    ///     fn call(&mut self, request: http::Request<()>) -> Self::Future {
+    ///         *self.0.lock().unwrap() = request.extensions().get::<Context>().cloned();
+    ///         std::future::ready(Ok(http::Response::new(Full::new(Bytes::from_static(b"hi")))))
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let mut service = ServerLayer::new(Context::background()).layer(Hello(seen.clone()));
+    /// let response = service.call(http::Request::new(())).await.unwrap();
+    /// let body: ServerBody<Full<Bytes>> = response.into_body();
+    /// let ctx = seen.lock().unwrap().take().unwrap();
+    /// assert!(!ctx.is_done()); // the answer is not sent yet
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hi");
+    /// assert_eq!(Ended::of(&ctx), Some(Ended::Completed)); // sent: the call is over
+    /// # });
+    /// ```
     pub struct ServerBody<B> {
         #[pin]
         inner: Option<B>,
@@ -427,7 +542,7 @@ impl<B> Default for ServerBody<B> {
     fn default() -> Self {
         ServerBody {
             inner: None,
-            guard: CallGuard::new(None),
+            guard: CallGuard::new(None, None),
         }
     }
 }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// The bound for a cancel to reach every hop.
 const PROMPT: Duration = Duration::from_millis(500);
+/// How much later than a cancel a hop's task may see it and log the call's
+/// time, on a busy machine.
+const SEEN_AFTER_CANCEL_MS: i64 = 25;
 
 /// The example binary, built by `cargo test` with the other targets (or
 /// built here when it is missing).
@@ -204,10 +207,16 @@ fn a_budget_that_runs_out_ends_every_hop_at_its_deadline() {
         // `grpc-timeout` is relative, so a hop's deadline falls one transit
         // of the call's headers after its caller's; the caller's reset at
         // its own deadline may beat the hop's timer. Such a cancel, arriving
-        // before the hop's deadline, is `canceled` by definition.
+        // before the hop's deadline, is `canceled` by definition; one
+        // arriving at or after it is `deadline`. Its `ms` is taken when the
+        // hop's task sees the end, a wake-up later, and both numbers are
+        // whole milliseconds: hence the allowance.
         match line["ended"].as_str() {
             Some("deadline") => {}
-            Some("canceled") => assert!(ran < ms(&line, "remaining_ms"), "{line}"),
+            Some("canceled") => assert!(
+                ran <= ms(&line, "remaining_ms") + SEEN_AFTER_CANCEL_MS,
+                "{line}"
+            ),
             _ => panic!("{line}"),
         }
     }
