@@ -596,11 +596,8 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
         return;
     };
     leave(node, scope, origin);
-    #[cfg(feature = "tracing")]
-    if !matches!(origin, Origin::Parent | Origin::OtherParent) {
-        provenance::emit(node);
-    }
     if registry.is_empty() {
+        emit(node, origin);
         return;
     }
 
@@ -637,6 +634,20 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
         }
     }
     wake.run();
+    emit(node, origin);
+}
+
+/// The `tracing` event of a cancellation that `origin` started (feature
+/// `tracing`): sent last, once the subtree has ended and every lock is
+/// released, as it runs the subscriber's code.
+#[inline(always)]
+fn emit(node: &Node, origin: Origin) {
+    #[cfg(feature = "tracing")]
+    if !matches!(origin, Origin::Parent | Origin::OtherParent) {
+        provenance::emit(node);
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (node, origin);
 }
 
 /// Whether a drain of the scope at `drained` ends the merged scope `child`
