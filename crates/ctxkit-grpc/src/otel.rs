@@ -11,7 +11,9 @@
 //!   `opentelemetry::Context` from its metadata, with the global propagator
 //!   (`opentelemetry::global::set_text_map_propagator`) or the one given to
 //!   [`ServerLayer::propagator`](crate::ServerLayer::propagator), and keeps
-//!   it in the call's context: `request.context().value::<opentelemetry::Context>()`;
+//!   it in the call's context: `request.context().value::<opentelemetry::Context>()`
+//!   (when the caller sent a span context or baggage; otherwise the call
+//!   holds none and pays for no value);
 //! - [`ClientLayer`](crate::ClientLayer) injects the `opentelemetry::Context`
 //!   it finds in a call's context with the global propagator ([`inject`]),
 //!   before the [`ForwardHeaders`](crate::ForwardHeaders): metadata set on the
@@ -38,7 +40,7 @@
 //! # assert!(ctx.value::<opentelemetry::Context>().unwrap().has_active_span());
 //! ```
 
-pub use ctxkit_http::otel::{extract, extract_with, inject, inject_with};
+pub use ctxkit_http::otel::{carries_anything, extract, extract_with, inject, inject_with};
 pub use ctxkit_http::otel::{HeaderExtractor, HeaderInjector};
 use opentelemetry::propagation::{Extractor, Injector};
 use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};

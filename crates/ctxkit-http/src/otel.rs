@@ -15,7 +15,9 @@
 //!   from every request's headers, with the global propagator
 //!   (`opentelemetry::global::set_text_map_propagator`) or the one given to
 //!   [`ContextLayer::propagator`](crate::ContextLayer::propagator), and keeps
-//!   it in the request's context: `ctx.value::<opentelemetry::Context>()`;
+//!   it in the request's context: `ctx.value::<opentelemetry::Context>()`
+//!   (when the caller sent a span context or baggage; otherwise the request
+//!   holds none and pays for no value);
 //! - the client helpers (feature `client`: [`client::PropagateLayer`](crate::client::PropagateLayer),
 //!   `send_ctx`) inject the `opentelemetry::Context` they find in the
 //!   request's ctxkit context, with the global propagator ([`inject`]).
@@ -45,7 +47,9 @@
 use ctxkit::Context;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
 
 /// OpenTelemetry's [`Extractor`] over an [`http::HeaderMap`]: what a
 /// [`TextMapPropagator`] reads incoming context from.
@@ -225,6 +229,22 @@ pub fn inject_with(propagator: &dyn TextMapPropagator, ctx: &Context, headers: &
     if let Some(cx) = ctx.value::<opentelemetry::Context>() {
         inject_missing(propagator, cx, headers);
     }
+}
+
+/// Whether `cx` carries a span context or baggage: what the server layers
+/// keep. Another propagator's own values in an otherwise empty context are
+/// not seen (OpenTelemetry's `Context` cannot list them).
+///
+/// ```
+/// use opentelemetry::baggage::BaggageExt;
+/// use opentelemetry::KeyValue;
+///
+/// assert!(!ctxkit_http::otel::carries_anything(&opentelemetry::Context::new()));
+/// let cx = opentelemetry::Context::new().with_baggage([KeyValue::new("tenant", "acme")]);
+/// assert!(ctxkit_http::otel::carries_anything(&cx));
+/// ```
+pub fn carries_anything(cx: &opentelemetry::Context) -> bool {
+    cx.has_active_span() || !cx.baggage().is_empty()
 }
 
 fn inject_missing(

@@ -25,10 +25,17 @@ impl Telemetry {
         ctx: Context,
     ) -> (Context, RequestSpan) {
         #[cfg(feature = "opentelemetry")]
-        let ctx = ctx.with_value(match &self.propagator {
-            Some(propagator) => crate::otel::extract_with(&**propagator, request.headers()),
-            None => crate::otel::extract(request.headers()),
-        });
+        let ctx = {
+            let cx = match &self.propagator {
+                Some(propagator) => crate::otel::extract_with(&**propagator, request.headers()),
+                None => crate::otel::extract(request.headers()),
+            };
+            // A caller that sent no trace context costs no context value.
+            match crate::otel::carries_anything(&cx) {
+                true => ctx.with_value(cx),
+                false => ctx,
+            }
+        };
         #[cfg(feature = "tracing")]
         {
             let span = crate::trace::request_span(request, &ctx);
