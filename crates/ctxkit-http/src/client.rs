@@ -47,7 +47,7 @@
 //! # let url = serve(echo).await;
 //! let (ctx, _cancel) = Context::background()
 //!     .with_value(ForwardHeaders::new().with("x-request-id", "r-7"))
-//!     .with_timeout(Duration::from_secs(2));
+//!     .with_timeout(Duration::from_secs(10));
 //! // This server answers with the head of the request it received.
 //! let head = reqwest::Client::new().get(&url).send_ctx(&ctx).await?.text().await?;
 //! assert!(head.contains("x-request-id: r-7"));

@@ -106,13 +106,13 @@ impl<S> Layer<S> for PropagateLayer {
 /// let grpc_only = Propagation::new().deadline_headers(&[TimeoutHeader::GrpcTimeout]);
 /// let mut client: PropagateService<_> = PropagateLayer::new(grpc_only).layer(backend);
 ///
-/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(1));
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(10));
 /// let mut request = http::Request::new(());
 /// request.extensions_mut().insert(ctx);
 /// let response = client.ready().await.unwrap().call(request).await.unwrap();
 /// let sent = response.into_body().into_inner().expect("a grpc-timeout header");
 /// let budget = TimeoutHeader::GrpcTimeout.decode(sent.as_bytes()).unwrap();
-/// assert!(budget <= Duration::from_secs(1), "what is left, never more");
+/// assert!(budget <= Duration::from_secs(10), "what is left, never more");
 /// # }
 /// ```
 #[derive(Clone, Debug)]

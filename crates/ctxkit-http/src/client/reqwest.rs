@@ -204,7 +204,7 @@ pub trait RequestBuilderExt {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let url = serve(echo).await;
-    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(2));
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(10));
     /// // A Connect backend: its own deadline header only.
     /// let connect_only = Propagation::new().deadline_headers(&[TimeoutHeader::ConnectTimeoutMs]);
     /// let request = reqwest::Client::new().get(&url);
@@ -351,11 +351,11 @@ impl ContextResponse {
     /// # let whole = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".into()).await;
     /// # let stalls = serve(|_| "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello".into()).await;
     /// let client = reqwest::Client::new();
-    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(200));
-    /// let body = client.get(&whole).send_ctx(&ctx).await?.bytes().await?;
+    /// let body = client.get(&whole).send_ctx(&Context::background()).await?.bytes().await?;
     /// assert_eq!(body, "hello");
     ///
     /// // This server sends 5 of the 100 bytes it announces, then stalls.
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(200));
     /// let response = client.get(&stalls).send_ctx(&ctx).await?;
     /// let err = response.bytes().await.unwrap_err(); // would wait forever
     /// assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));

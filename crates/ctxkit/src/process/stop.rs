@@ -199,8 +199,8 @@ impl Stop {
     ///     let asked = Arc::clone(&asked);
     ///     move |pid| {
     ///         asked.store(pid, Ordering::SeqCst);
-    ///         // Here a quit request by kill(1); any failure means SIGKILL at once.
-    ///         Command::new("kill").args(["-HUP", &pid.to_string()]).status().map(drop)
+    ///         // Here a quit request by kill(1); an error means SIGKILL at once.
+    ///         Command::new("sh").args(["-c", &format!("kill -HUP {pid}")]).status().map(drop)
     ///     }
     /// });
     /// let (ctx, cancel) = Context::background().with_cancel();
