@@ -40,8 +40,9 @@ for crate in "$@"; do
     found=$(find "$crate/src" -name '*.rs' ! -name 'loom_tests.rs' | sort | while read -r file; do
         awk -v file="$file" -v not_examples="$not_examples" '
         function reset() { in_block = 0; has_example = 0; hidden = 0; has_doc = 0; in_fence = 0 }
-        # `pub mod name;`: the example, if any, is in the module file`s `//!` docs.
-        function module_has_example(name,    dir, base, candidates, i, path, line, found) {
+        # `pub mod name;`: its docs are the module file`s `//!` lines. Returns
+        # 2 if they hold an example, 1 if they are docs without one, 0 if none.
+        function module_docs(name,    dir, base, candidates, i, path, line, found) {
             dir = file; sub(/\/[^\/]*$/, "", dir)
             base = file; sub(/^.*\//, "", base); sub(/\.rs$/, "", base)
             # A file `a/b.rs` declares its submodules in `a/b/`; `lib.rs`,
@@ -54,11 +55,12 @@ for crate in "$@"; do
                 path = candidates[i]
                 fence = 0
                 while ((getline line < path) > 0) {
+                    if (line ~ /^[[:space:]]*\/\/!/ && !found) found = 1
                     if (line ~ /^[[:space:]]*\/\/!.*```/) {
-                        if (!fence && line !~ ("```([^`]*[ ,])?(" not_examples ")([ ,]|$)")) found = 1
+                        if (!fence && line !~ ("```([^`]*[ ,])?(" not_examples ")([ ,]|$)")) found = 2
                         fence = !fence
                     }
-                    if (line ~ /#!\[doc *= *include_str!/) { found = 1 }
+                    if (line ~ /#!\[doc *= *include_str!/) { found = 2 }
                 }
                 close(path)
             }
@@ -113,7 +115,9 @@ for crate in "$@"; do
             ok = has_example
             if (!ok && line ~ /^pub mod [A-Za-z0-9_]+$/ && $0 ~ /;[[:space:]]*$/) {
                 name = line; sub(/^pub mod /, "", name)
-                ok = module_has_example(name)
+                docs = module_docs(name)
+                ok = (docs == 2)
+                if (docs == 1) has_doc = 1
             }
             if (!ok && !hidden) {
                 printf "%s:%d: %s%s\n", file, NR, line, (has_doc ? "" : " (no doc comment)")
