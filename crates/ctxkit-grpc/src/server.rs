@@ -589,3 +589,67 @@ where
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A handler that never answers, and keeps its call's context.
+    struct Stuck(Arc<Mutex<Option<Context>>>);
+
+    impl Service<http::Request<()>> for Stuck {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Pending<Result<http::Response<()>, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<()>) -> Self::Future {
+            *self.0.lock().unwrap() = request.extensions().get::<Context>().cloned();
+            std::future::pending()
+        }
+    }
+
+    /// Starts a call carrying `grpc-timeout: timeout`; its future and context.
+    fn start(
+        timeout: &'static str,
+    ) -> (
+        ServerFuture<<Stuck as Service<http::Request<()>>>::Future>,
+        Context,
+    ) {
+        let seen = Arc::new(Mutex::new(None));
+        let mut service = ServerLayer::new(Context::background()).layer(Stuck(seen.clone()));
+        let mut request = http::Request::new(());
+        request
+            .headers_mut()
+            .insert(GRPC_TIMEOUT, http::HeaderValue::from_static(timeout));
+        let future = service.call(request);
+        let ctx = seen.lock().unwrap().take().expect("the handler was called");
+        (future, ctx)
+    }
+
+    #[test]
+    fn a_reset_before_the_deadline_is_the_client_gone() {
+        let (call, ctx) = start("1H");
+        drop(call);
+        assert_eq!(ctx.err(), Some(ctxkit::Error::Canceled));
+        assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+    }
+
+    #[test]
+    fn a_reset_at_or_after_the_deadline_is_the_deadline() {
+        let (call, ctx) = start("1m");
+        let deadline = ctx.deadline().expect("a deadline");
+        // Dropped as soon as the clock passes the deadline, usually before
+        // the timer has ended the context: either way, the deadline did.
+        while Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        drop(call);
+        assert_eq!(ctx.err(), Some(ctxkit::Error::DeadlineExceeded));
+        assert_eq!(Ended::of(&ctx), None);
+    }
+}
