@@ -10,14 +10,16 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::Duration;
 use tower::{Layer as _, ServiceExt};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::Subscriber;
+use tracing::subscriber::Interest;
+use tracing::{Metadata, Subscriber};
 use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -35,6 +37,35 @@ fn w3c() -> TextMapCompositePropagator {
 fn global_w3c() {
     static SET: Once = Once::new();
     SET.call_once(|| opentelemetry::global::set_text_map_propagator(w3c()));
+}
+
+/// Installs the one subscriber of this test binary, at the start of every
+/// test (so no span is made before it exists); it records the spans of the
+/// threads that ask for it ([`record_spans_here`]) and disables every other.
+///
+/// Thread-local defaults (`set_default`) would race here: tests run in
+/// parallel and a callsite's interest is global.
+fn subscriber() -> Recorder {
+    static RECORDER: OnceLock<Recorder> = OnceLock::new();
+    RECORDER
+        .get_or_init(|| {
+            let recorder = Recorder::default();
+            let subscriber = tracing_subscriber::registry().with(recorder.clone());
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            recorder
+        })
+        .clone()
+}
+
+thread_local! {
+    static RECORDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Spans made on this thread are enabled and recorded. The tests run on
+/// single-threaded runtimes: the servers' tasks run on the test's thread.
+fn record_spans_here() -> Recorder {
+    RECORDING.with(|recording| recording.set(true));
+    subscriber()
 }
 
 /// A span's name and fields.
@@ -57,6 +88,14 @@ impl Visit for Fields<'_> {
 }
 
 impl<S: Subscriber> Layer<S> for Recorder {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes() // decided per thread
+    }
+
+    fn enabled(&self, _: &Metadata<'_>, _: LayerContext<'_, S>) -> bool {
+        RECORDING.with(Cell::get)
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: LayerContext<'_, S>) {
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
@@ -92,10 +131,7 @@ async fn span_report(ctx: RequestContext) -> String {
 
 #[tokio::test]
 async fn a_served_request_runs_in_its_span_which_its_context_holds() {
-    let recorder = Recorder::default();
-    let subscriber = tracing_subscriber::registry().with(recorder.clone());
-    // This runtime is single-threaded: the server's tasks see the default.
-    let _default = tracing::subscriber::set_default(subscriber);
+    let recorder = record_spans_here();
 
     let (root, shutdown) = Context::background().with_cancel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,8 +173,8 @@ async fn a_served_request_runs_in_its_span_which_its_context_holds() {
 }
 
 #[tokio::test]
-async fn without_a_subscriber_the_context_holds_no_span() {
-    let _none = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+async fn a_span_no_subscriber_wants_is_not_kept() {
+    subscriber(); // which does not record this thread's spans
     let service = ContextLayer::new(Context::background()).layer(tower::service_fn(
         |request: http::Request<String>| async move {
             let ctx = RequestContext(RequestContext::of(&request).unwrap().clone());
@@ -191,6 +227,7 @@ async fn otel_report_of(layer: ContextLayer, headers: &[(&str, &[u8])]) -> Strin
 
 #[tokio::test]
 async fn the_layer_extracts_trace_context_and_baggage_with_its_propagator() {
+    subscriber();
     let layer = ContextLayer::new(Context::background()).propagator(w3c());
     let headers: [(&str, &[u8]); 2] = [
         ("traceparent", PARENT.as_bytes()),
@@ -235,6 +272,7 @@ async fn the_layer_extracts_trace_context_and_baggage_with_its_propagator() {
 
 #[tokio::test]
 async fn the_layer_uses_the_global_propagator_by_default() {
+    subscriber();
     global_w3c();
     let headers: [(&str, &[u8]); 1] = [("traceparent", PARENT.as_bytes())];
     let report = otel_report_of(ContextLayer::new(Context::background()), &headers).await;
@@ -259,6 +297,7 @@ async fn sent_by_propagate_layer(ctx: &Context, preset: &[(&str, &str)]) -> http
 
 #[tokio::test]
 async fn clients_send_the_contexts_opentelemetry_context_before_raw_forwarded_values() {
+    subscriber();
     global_w3c();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
     let tracer = provider.tracer("tests");
@@ -296,6 +335,7 @@ async fn clients_send_the_contexts_opentelemetry_context_before_raw_forwarded_va
 
 #[tokio::test]
 async fn send_ctx_carries_the_opentelemetry_context_to_a_served_handler() {
+    subscriber();
     global_w3c();
     let (root, shutdown) = Context::background().with_cancel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
