@@ -464,7 +464,7 @@ impl CallGuard {
 
     fn end(&mut self, why: Ended) {
         if let Some(cancel) = self.cancel.take() {
-            cancel.cancel_with(why);
+            why.end(&cancel);
         }
     }
 }

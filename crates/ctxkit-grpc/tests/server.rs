@@ -4,6 +4,7 @@
 
 mod support;
 
+use ctxkit::provenance::Origin;
 use ctxkit::Context;
 use ctxkit_grpc::demo::WorkRequest;
 use ctxkit_grpc::{Ended, Propagation, ServerLayer};
@@ -171,6 +172,8 @@ async fn a_caller_that_resets_the_stream_cancels_the_handlers_spawned_work() {
     assert!(seen - reset <= PROMPT, "took {:?}", seen - reset);
     assert_eq!(ctx.err(), Some(ctxkit::Error::Canceled));
     assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+    let who = ctx.provenance().expect("ended");
+    assert_eq!(who.origin(), Origin::Integration("client gone"), "{who}");
 }
 
 #[tokio::test]
@@ -185,6 +188,8 @@ async fn a_dropped_connection_cancels_the_handlers_spawned_work() {
     let seen = observed.spawned_work_ended().await;
     assert!(seen - dropped <= PROMPT, "took {:?}", seen - dropped);
     assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+    let who = ctx.provenance().expect("ended");
+    assert_eq!(who.origin(), Origin::Integration("client gone"), "{who}");
 }
 
 /// Malformed `grpc-timeout` values get grpc-go's answer, INTERNAL with a

@@ -1,6 +1,6 @@
 //! [`Ended`]: why a request's context ended, when no deadline ended it.
 
-use ctxkit::Context;
+use ctxkit::{CancelHandle, Context};
 use std::fmt;
 
 /// Why a request's context ended: its [`cause`](Context::cause), which
@@ -50,6 +50,33 @@ impl Ended {
     /// ```
     pub fn of(ctx: &Context) -> Option<Ended> {
         ctx.cause()?.downcast_ref::<Ended>().copied()
+    }
+
+    /// Ends the context of `handle` with this cause. A client that went
+    /// away and a shutdown are named as the origin of the cancellation
+    /// ([`CancelHandle::cancel_from`]), so that
+    /// [`provenance`](Context::provenance) reads `canceled: client gone`
+    /// or `canceled: server shutdown`; a completed request is an ordinary
+    /// cancel at the caller's line. The HTTP and gRPC layers end every
+    /// request this way.
+    ///
+    /// ```
+    /// use ctxkit::provenance::Origin;
+    /// use ctxkit::Context;
+    /// use ctxkit_http::Ended;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// Ended::ClientGone.end(&cancel);
+    /// assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
+    /// assert_eq!(ctx.provenance().unwrap().origin(), Origin::Integration("client gone"));
+    /// ```
+    #[track_caller]
+    pub fn end(self, handle: &CancelHandle) {
+        match self {
+            Ended::ClientGone => handle.cancel_from_with("client gone", self),
+            Ended::Shutdown => handle.cancel_from_with("server shutdown", self),
+            Ended::Completed => handle.cancel_with(self),
+        }
     }
 
     /// A short name for logs: `client_gone`, `completed`, `shutdown`.

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use bytes::Bytes;
 use common::*;
+use ctxkit::provenance::Origin;
 use ctxkit::Context;
 use ctxkit_http::{ContextLayer, Ended, PeerAddr, RequestContext};
 use http_body_util::BodyExt;
@@ -86,6 +87,8 @@ async fn closing_the_connection_mid_request_is_client_gone() {
         pending.abort();
         request.assert_both_saw(closed, Ended::ClientGone).await;
         assert_eq!(request.ctx.err(), Some(ctxkit::Error::Canceled));
+        let who = request.ctx.provenance().expect("ended");
+        assert_eq!(who.origin(), Origin::Integration("client gone"), "{who}");
     }
 }
 
@@ -98,6 +101,8 @@ async fn an_http2_stream_reset_is_client_gone_and_the_connection_lives_on() {
     let reset = Instant::now();
     response.abort(); // drops the response future: RST_STREAM(CANCEL)
     request.assert_both_saw(reset, Ended::ClientGone).await;
+    let who = request.ctx.provenance().expect("ended");
+    assert_eq!(who.origin(), Origin::Integration("client gone"), "{who}");
     // The same connection still serves.
     let (status, body) = client.fetch("/values", &[]).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "orders 127.0.0.1"));

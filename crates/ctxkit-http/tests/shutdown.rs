@@ -7,6 +7,7 @@ mod common;
 use axum::extract::State;
 use axum::routing::get;
 use common::*;
+use ctxkit::provenance::Origin;
 use ctxkit_http::{Ended, RequestContext};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,12 @@ async fn a_handler_that_ignores_its_context_is_aborted_after_the_drain_timeout()
     let report = server.shut_down().await; // bounded: never hangs
     assert!(started.elapsed() < PATIENCE);
     assert_eq!(Ended::of(&stuck_seen.ctx), Some(Ended::Shutdown));
+    let who = stuck_seen.ctx.provenance().expect("ended");
+    assert_eq!(
+        who.origin(),
+        Origin::Integration("server shutdown"),
+        "{who}"
+    );
     assert_eq!(
         (
             report.finished,

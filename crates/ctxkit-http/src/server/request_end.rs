@@ -43,7 +43,7 @@ impl RequestEnd {
     /// allocation on the common path where nothing raced).
     fn end(&self, why: Ended) {
         if !self.ctx.is_done() {
-            self.cancel.cancel_with(why);
+            why.end(&self.cancel);
         }
     }
 }

@@ -275,7 +275,7 @@ impl Server {
         if join_all(connections, self.grace).await {
             return 0;
         }
-        self.shutdown.cancel_with(Ended::Shutdown);
+        Ended::Shutdown.end(&self.shutdown);
         if join_all(connections, self.drain_timeout).await {
             return 0;
         }
@@ -358,7 +358,7 @@ impl Connection {
         }
         // Whatever ended the connection, the client can no longer be
         // answered on it; a shutdown's own cause, if first, wins.
-        cancel.cancel_with(Ended::ClientGone);
+        Ended::ClientGone.end(&cancel);
     }
 }
 
