@@ -861,7 +861,14 @@ mod tracing_tests {
         fn exit(&self, _: &Id) {}
     }
 
+    // One test, not two: scoped subscribers set and dropped by parallel
+    // tests race on tracing's callsite interest cache.
     #[test]
+    fn origin_cancellations_are_events_with_their_provenance() {
+        an_origin_cancellation_is_one_event_with_its_provenance();
+        drops_deadlines_and_integrations_are_events_too();
+    }
+
     fn an_origin_cancellation_is_one_event_with_its_provenance() {
         let capture = Capture::default();
         let (ctx, child, line) = tracing::subscriber::with_default(capture.clone(), || {
@@ -895,7 +902,6 @@ mod tracing_tests {
         assert!(child.provenance().is_some());
     }
 
-    #[test]
     fn drops_deadlines_and_integrations_are_events_too() {
         let capture = Capture::default();
         tracing::subscriber::with_default(capture.clone(), || {
