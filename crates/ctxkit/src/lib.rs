@@ -210,6 +210,9 @@
 //!   [`or_done`]).
 //! - `signal`: contexts cancelled by SIGINT / SIGTERM (module `signal`).
 //! - `rayon`: parallel iteration that stops early on cancellation.
+//! - `tracing`: every cancellation that is its own origin is a `tracing`
+//!   event carrying its [`provenance`].
+//! - `serde`: [`tree::Tree`] as JSON (`to_json`, `from_json`).
 
 #![deny(missing_docs)]
 // On docs.rs (`--cfg docsrs`, nightly), every item gated on a feature shows

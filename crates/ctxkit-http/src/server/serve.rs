@@ -50,23 +50,26 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// context, [`context`](Self::context), which keeps the root's values but
 /// ends only with `Ended::Shutdown`.
 ///
-/// ```no_run
+/// ```
 /// use ctxkit::Context;
 /// use ctxkit_http::{ContextLayer, RequestContext, Server};
 /// use std::time::Duration;
 ///
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
-/// let (root, _signals) = ctxkit::signal::notify_context_tokio(&Context::background())?;
+/// // In a real server the root is a signal context:
+/// // `ctxkit::signal::notify_context_tokio(&Context::background())?`.
+/// let (root, stop) = Context::background().with_cancel();
 /// let app = axum::Router::new().route(
 ///     "/",
 ///     axum::routing::get(|ctx: RequestContext| async move { format!("{:?}", ctx.remaining()) }),
 /// );
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// let report = Server::new(ContextLayer::new(root).max_timeout(Duration::from_secs(10)))
-///     .grace(Duration::from_secs(5))
-///     .serve(listener, app)
-///     .await?;
-/// eprintln!("{} finished, {} cancelled", report.finished, report.cancelled);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let server = Server::new(ContextLayer::new(root).max_timeout(Duration::from_secs(10)))
+///     .grace(Duration::from_secs(5));
+/// let serving = tokio::spawn(server.serve(listener, app));
+/// stop.cancel(); // as SIGTERM would
+/// let report = serving.await.expect("serve does not panic")?;
+/// assert_eq!((report.finished, report.cancelled), (0, 0)); // nothing was in flight
 /// # Ok(()) }
 /// ```
 pub struct Server {
