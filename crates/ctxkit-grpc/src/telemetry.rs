@@ -25,19 +25,8 @@ impl Telemetry {
         ctx: Context,
     ) -> (Context, CallSpan) {
         #[cfg(feature = "opentelemetry")]
-        let ctx = {
-            let cx = match &self.propagator {
-                Some(propagator) => {
-                    ctxkit_http::otel::extract_with(&**propagator, request.headers())
-                }
-                None => ctxkit_http::otel::extract(request.headers()),
-            };
-            // A caller that sent no trace context costs no context value.
-            match ctxkit_http::otel::carries_anything(&cx) {
-                true => ctx.with_value(cx),
-                false => ctx,
-            }
-        };
+        let ctx =
+            ctxkit_http::otel::with_extracted(ctx, request.headers(), self.propagator.as_deref());
         #[cfg(feature = "tracing")]
         {
             let span = crate::trace::call_span(request);

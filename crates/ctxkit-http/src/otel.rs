@@ -231,6 +231,42 @@ pub fn inject_with(propagator: &dyn TextMapPropagator, ctx: &Context, headers: &
     }
 }
 
+/// `ctx` with the `opentelemetry::Context` that `headers` carry as a
+/// value, read with `propagator` (the global one when `None`): what
+/// ctxkit's server layers, HTTP and gRPC, do with every request. A request
+/// without a span context or baggage gets no value (see
+/// [`carries_anything`]) and `ctx` comes back as it was.
+///
+/// ```
+/// use opentelemetry::baggage::BaggageExt;
+/// use opentelemetry_sdk::propagation::BaggagePropagator;
+///
+/// let mut headers = http::HeaderMap::new();
+/// let propagator = BaggagePropagator::new();
+/// let ctx = ctxkit_http::otel::with_extracted(ctxkit::Context::background(), &headers, Some(&propagator));
+/// assert!(ctx.value::<opentelemetry::Context>().is_none()); // nothing sent, nothing kept
+///
+/// headers.insert("baggage", "tenant=acme".parse().unwrap());
+/// let ctx = ctxkit_http::otel::with_extracted(ctx, &headers, Some(&propagator));
+/// let cx = ctx.value::<opentelemetry::Context>().unwrap();
+/// assert_eq!(cx.baggage().get("tenant").unwrap().as_str(), "acme");
+/// ```
+pub fn with_extracted(
+    ctx: Context,
+    headers: &HeaderMap,
+    propagator: Option<&(dyn TextMapPropagator + Send + Sync)>,
+) -> Context {
+    let cx = match propagator {
+        Some(propagator) => extract_with(propagator, headers),
+        None => extract(headers),
+    };
+    if carries_anything(&cx) {
+        ctx.with_value(cx)
+    } else {
+        ctx
+    }
+}
+
 /// Whether `cx` carries a span context or baggage: what the server layers
 /// keep. Another propagator's own values in an otherwise empty context are
 /// not seen (OpenTelemetry's `Context` cannot list them).

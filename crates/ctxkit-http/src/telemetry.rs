@@ -25,17 +25,7 @@ impl Telemetry {
         ctx: Context,
     ) -> (Context, RequestSpan) {
         #[cfg(feature = "opentelemetry")]
-        let ctx = {
-            let cx = match &self.propagator {
-                Some(propagator) => crate::otel::extract_with(&**propagator, request.headers()),
-                None => crate::otel::extract(request.headers()),
-            };
-            // A caller that sent no trace context costs no context value.
-            match crate::otel::carries_anything(&cx) {
-                true => ctx.with_value(cx),
-                false => ctx,
-            }
-        };
+        let ctx = crate::otel::with_extracted(ctx, request.headers(), self.propagator.as_deref());
         #[cfg(feature = "tracing")]
         {
             let span = crate::trace::request_span(request, &ctx);
