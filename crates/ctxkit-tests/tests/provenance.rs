@@ -384,3 +384,43 @@ fn drop_backtraces_are_opt_in() {
         .unwrap();
     assert!(status.success());
 }
+
+/// The errgroup names itself as the origin: a failing task, and the group's
+/// end once every task has returned.
+#[test]
+fn an_errgroup_names_itself() {
+    let mut sibling_saw = None;
+    let result = ctxkit::group::scope::<Message, _, _>(&Context::background(), |g| {
+        g.spawn(|_ctx| Err(Message::new("disk full")));
+        g.spawn(|ctx| {
+            ctx.wait();
+            sibling_saw = ctx.provenance();
+            Ok(())
+        });
+    });
+    assert_eq!(result.unwrap_err().as_str(), "disk full");
+    let who = sibling_saw.expect("the sibling was cancelled");
+    assert_eq!(
+        who.origin(),
+        Origin::Integration("errgroup task failed"),
+        "{who}"
+    );
+
+    let mut group_ctx = None;
+    ctxkit::group::scope::<Message, _, _>(&Context::background(), |g| {
+        g.spawn(|ctx| {
+            group_ctx = Some(ctx.clone());
+            Ok(())
+        });
+    })
+    .unwrap();
+    let who = group_ctx
+        .unwrap()
+        .provenance()
+        .expect("ended with the group");
+    assert_eq!(
+        who.origin(),
+        Origin::Integration("errgroup finished"),
+        "{who}"
+    );
+}

@@ -110,18 +110,6 @@ impl CancelHandle {
         }
     }
 
-    /// [`cancel_with`](CancelHandle::cancel_with) for a cause that is
-    /// already shared: the context's cause is `cause` itself (the same
-    /// allocation), so that whoever holds another reference to it sees the
-    /// very value the context reports.
-    #[track_caller]
-    pub(crate) fn cancel_with_cause(&self, cause: Cause) {
-        if let Some(node) = self.live_node() {
-            let site = provenance::site_id(Location::caller());
-            cancel::cancel(node, Error::Canceled, Some(cause), Origin::Handle(site));
-        }
-    }
-
     /// Cancels as [`cancel`](CancelHandle::cancel) does, on behalf of
     /// `source`: something outside the program, which
     /// [`Context::provenance`](crate::Context::provenance) then names
@@ -172,6 +160,16 @@ impl CancelHandle {
         if let Some(node) = self.live_node() {
             let source = provenance::source_id(source);
             let cause = Some(Arc::new(cause) as Cause);
+            cancel::cancel(node, Error::Canceled, cause, Origin::Integration(source));
+        }
+    }
+
+    /// [`cancel_from_with`](CancelHandle::cancel_from_with) with a cause
+    /// already shared (or none): for the patterns of this crate, which name
+    /// themselves as the origin (`"errgroup task failed"`...).
+    pub(crate) fn cancel_from_cause(&self, source: &'static str, cause: Option<Cause>) {
+        if let Some(node) = self.live_node() {
+            let source = provenance::source_id(source);
             cancel::cancel(node, Error::Canceled, cause, Origin::Integration(source));
         }
     }

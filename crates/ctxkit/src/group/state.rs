@@ -95,7 +95,7 @@ impl<E> GroupState<E> {
     /// the first error as cause if there was one, else `Canceled`), resumes
     /// the first panic if any task panicked, else returns the first error.
     pub(crate) fn finish(&self) -> Result<(), Arc<E>> {
-        self.cancel.cancel();
+        self.cancel.cancel_from_cause("errgroup finished", None);
         let mut failure = self.lock();
         if let Some(payload) = failure.panic.take() {
             drop(failure);
@@ -106,7 +106,7 @@ impl<E> GroupState<E> {
 
     /// Cancels the group's context with `Canceled`, if nothing did before.
     pub(crate) fn cancel(&self) {
-        self.cancel.cancel();
+        self.cancel.cancel_from_cause("errgroup stopped", None);
     }
 
     /// The lock is never held while user code runs, so a poisoned lock can
@@ -127,7 +127,9 @@ where
             let mut failure = self.lock();
             if failure.error.is_none() {
                 let error = Arc::new(error);
-                self.cancel.cancel_with_cause(Arc::clone(&error) as Cause);
+                let cause = Arc::clone(&error) as Cause;
+                self.cancel
+                    .cancel_from_cause("errgroup task failed", Some(cause));
                 failure.error = Some(error);
             }
         }

@@ -106,7 +106,7 @@ struct StopOnPanic<'h>(&'h CancelHandle);
 impl Drop for StopOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.cancel();
+            self.0.cancel_from_cause("pipeline task panicked", None);
         }
     }
 }
@@ -357,7 +357,7 @@ where
             leftovers,
             delivered,
         );
-        shared.cancel.cancel();
+        shared.cancel.cancel_from_cause("pipeline finished", None);
         report
     }
 
@@ -457,7 +457,10 @@ async fn work<T, U, E, F, Fut>(
             Ok(Err(err)) => {
                 StageCounters::bump(&counters.failed);
                 // Of errors racing each other, the first cancellation wins.
-                shared.cancel.cancel_with_cause(super::boxed_cause(err));
+                let cause = Some(super::boxed_cause(err));
+                shared
+                    .cancel
+                    .cancel_from_cause("pipeline stage failed", cause);
             }
         }
     }

@@ -112,7 +112,7 @@ struct StopOnPanic<'h>(&'h CancelHandle);
 impl Drop for StopOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.cancel();
+            self.0.cancel_from_cause("pipeline task panicked", None);
         }
     }
 }
@@ -413,7 +413,10 @@ fn work<T, U, E, F>(
             Err(err) => {
                 StageCounters::bump(&counters.failed);
                 // Of errors racing each other, the first cancellation wins.
-                shared.cancel.cancel_with_cause(super::boxed_cause(err));
+                let cause = Some(super::boxed_cause(err));
+                shared
+                    .cancel
+                    .cancel_from_cause("pipeline stage failed", cause);
             }
         }
     }
@@ -454,7 +457,7 @@ fn account<E>(
 ) -> Report<E> {
     let leftovers = drains.into_iter().map(|drain| drain());
     let report = Report::assemble(&shared.ctx, source, stages, leftovers, delivered);
-    shared.cancel.cancel();
+    shared.cancel.cancel_from_cause("pipeline finished", None);
     report
 }
 
