@@ -192,6 +192,26 @@
 //! assert_eq!(diagnostics::pending_deadlines(), before);
 //! ```
 //!
+//! [`Context::provenance`] says who cancelled a context, from which line,
+//! how many levels up and how long it had lived; [`Context::tree`] lists a
+//! context's live descendants and draws them as text, Mermaid, Graphviz DOT
+//! or JSON (`cargo run --example tree`):
+//!
+//! ```
+//! use ctxkit::provenance::Origin;
+//! use ctxkit::Context;
+//!
+//! let (server, _shutdown) = Context::background().with_cancel();
+//! let (conn, hang_up) = server.with_cancel();
+//! let (request, _done) = conn.with_value("req-7").with_cancel();
+//! assert_eq!(server.tree().len(), 4); // server, conn, the value, request
+//! hang_up.cancel_from("client went away");
+//! let who = request.provenance().unwrap();
+//! assert_eq!(who.origin(), Origin::Integration("client went away"));
+//! assert_eq!(who.levels_up(), 2);
+//! assert_eq!(server.tree().len(), 1, "the cancelled branch is gone");
+//! ```
+//!
 //! # The guide
 //!
 //! The repository's `docs/guide.md` tells the whole story in order: the
