@@ -552,15 +552,19 @@ fn attach_first_child(node: &NodeRef, key: &AtomicU32, parent: &Scope) -> bool {
         return false;
     }
     let raw = NodeRef::downgrade(node).into_raw();
-    // Release: the weak reference is complete before a drain takes it.
+    // Stored before the slot is filled: once we are in it, a tree snapshot
+    // may move us into the registry and store our new key, which must not
+    // be overwritten by this one (the compare-and-swap's Release orders
+    // this store before the snapshot's, whose swap reads our value). If
+    // the swap fails, `attach_locked` stores the registry's key instead.
+    key.store(FIRST_CHILD, Ordering::Relaxed);
+    // Release: the weak reference (and the key) is complete before a drain
+    // or a snapshot takes it.
     if parent
         .first_child
         .compare_exchange(0, raw, Ordering::Release, Ordering::Relaxed)
         .is_ok()
     {
-        // Read only by our own deregistration, which a drain that takes us
-        // never calls.
-        key.store(FIRST_CHILD, Ordering::Relaxed);
         return true;
     }
     // SAFETY: ours: it never made it into the slot.

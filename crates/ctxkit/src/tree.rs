@@ -945,6 +945,27 @@ mod loom_tests {
         });
     }
 
+    /// A child that takes the empty slot and leaves again while a snapshot
+    /// moves it: the snapshot may move it before the child has recorded
+    /// that it sits in the slot, and its departure must still find it.
+    #[test]
+    fn snapshot_vs_child_arriving_in_the_slot_and_leaving() {
+        model(|| {
+            let (parent, _cancel) = Context::background().with_cancel();
+            let deriver = {
+                let parent = parent.clone();
+                thread::spawn(move || {
+                    let (child, handle) = parent.with_cancel();
+                    handle.detach();
+                    drop(child);
+                })
+            };
+            snapshot(&parent);
+            deriver.join().unwrap();
+            assert_eq!(parent.registrations(), 0, "nothing left registered");
+        });
+    }
+
     /// A child arriving while a snapshot empties the slot: it lands in the
     /// slot or the registry, and is cancelled with its parent.
     #[test]
