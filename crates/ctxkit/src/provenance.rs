@@ -185,21 +185,12 @@ thread_local! {
 #[inline]
 pub(crate) fn site_id(location: &'static Location<'static>) -> SiteId {
     let address = location as *const Location<'static> as usize;
-    // Locations are 8-aligned and 24 bytes apart at least.
-    let slot = (address >> 3) % CACHE_SLOTS;
-    let hit = CACHE.try_with(|cache| {
-        let entry = cache[slot].get();
-        (entry >> 16 == address).then_some(entry as SiteId)
-    });
-    match hit {
-        Ok(Some(id)) => id,
-        _ => site_id_slow(location, address, slot),
-    }
+    cached(address).unwrap_or_else(|| site_id_slow(location, address))
 }
 
 #[cold]
 #[inline(never)]
-fn site_id_slow(location: &'static Location<'static>, address: usize, slot: usize) -> SiteId {
+fn site_id_slow(location: &'static Location<'static>, address: usize) -> SiteId {
     let id = {
         let mut interner = interner().lock().unwrap_or_else(PoisonError::into_inner);
         match interner.locations.get(&address) {
@@ -211,22 +202,70 @@ fn site_id_slow(location: &'static Location<'static>, address: usize, slot: usiz
             }
         }
     };
-    if address >> 48 == 0 && id != 0 {
-        let _ = CACHE.try_with(|cache| cache[slot].set(address << 16 | usize::from(id)));
+    remember(address, id);
+    id
+}
+
+/// The id of an integration's name, cached per thread by the name's
+/// address as call sites are (a name and a `Location` are distinct statics,
+/// so their addresses never meet): an integration that cancels once per
+/// request must not take a process-wide lock per request.
+pub(crate) fn source_id(source: &'static str) -> SiteId {
+    // An empty name may share its (dangling) address with anything.
+    let address = source.as_ptr() as usize;
+    let cached = if source.is_empty() {
+        None
+    } else {
+        cached(address)
+    };
+    cached.unwrap_or_else(|| source_id_slow(source, address))
+}
+
+#[cold]
+#[inline(never)]
+fn source_id_slow(source: &'static str, address: usize) -> SiteId {
+    let id = {
+        let mut interner = interner().lock().unwrap_or_else(PoisonError::into_inner);
+        match interner.sources.get(source) {
+            Some(&id) => id,
+            None => {
+                let id = interner.push(Site::Source(source));
+                interner.sources.insert(source, id);
+                id
+            }
+        }
+    };
+    if !source.is_empty() {
+        remember(address, id);
     }
     id
 }
 
-/// The id of an integration's name (not cached per thread: integrations
-/// cancel once per request at most).
-pub(crate) fn source_id(source: &'static str) -> SiteId {
-    let mut interner = interner().lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(&id) = interner.sources.get(source) {
-        return id;
+/// This thread's slot for a static's address.
+fn cache_slot(address: usize) -> usize {
+    // Locations are 8-aligned and 24 bytes apart at least.
+    (address >> 3) % CACHE_SLOTS
+}
+
+/// The id this thread's cache holds for the static at `address`, if any.
+#[inline]
+fn cached(address: usize) -> Option<SiteId> {
+    CACHE
+        .try_with(|cache| {
+            let entry = cache[cache_slot(address)].get();
+            (entry >> 16 == address).then_some(entry as SiteId)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps `id` for the static at `address` in this thread's cache (an
+/// address above 48 bits, or the unknown id 0, is not kept).
+fn remember(address: usize, id: SiteId) {
+    if address >> 48 == 0 && id != 0 {
+        let _ =
+            CACHE.try_with(|cache| cache[cache_slot(address)].set(address << 16 | usize::from(id)));
     }
-    let id = interner.push(Site::Source(source));
-    interner.sources.insert(source, id);
-    id
 }
 
 fn site(id: SiteId) -> Option<Site> {
