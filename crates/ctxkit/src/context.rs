@@ -389,7 +389,10 @@ impl Context {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.with_deadline_of(OwnDeadline::at(deadline, Some(Arc::new(cause))))
+        self.with_deadline_of(OwnDeadline::at(
+            deadline,
+            Some(crate::error::into_cause(cause)),
+        ))
     }
 
     /// [`with_deadline_cause`](Context::with_deadline_cause)`(now + timeout, cause)`.
@@ -407,7 +410,10 @@ impl Context {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        self.with_deadline_of(OwnDeadline::after(timeout, Some(Arc::new(cause))))
+        self.with_deadline_of(OwnDeadline::after(
+            timeout,
+            Some(crate::error::into_cause(cause)),
+        ))
     }
 
     /// A child context that ends at `now + timeout` (or with its parent),

@@ -104,6 +104,22 @@ impl From<Error> for io::Error {
 /// ```
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
+/// `cause` as a [`Cause`]: a value that already is one (an
+/// `Arc<dyn Error + Send + Sync>`) is kept as it is, not wrapped in a second
+/// `Arc`, so that a cause shared by many cancellations is allocated once and
+/// still downcasts to its own type.
+pub(crate) fn into_cause<E>(cause: E) -> Cause
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    // `E` is known at compile time: the check folds away.
+    let mut cause = Some(cause);
+    match (&mut cause as &mut dyn std::any::Any).downcast_mut::<Option<Cause>>() {
+        Some(shared) => shared.take().expect("taken once"),
+        None => Arc::new(cause.expect("still here")),
+    }
+}
+
 /// A cause that is just a sentence, for
 /// [`CancelHandle::cancel_with`](crate::CancelHandle::cancel_with) and the
 /// `*_cause` constructors: Go's `errors.New("...")`.

@@ -98,6 +98,26 @@ impl CancelHandle {
     /// cancel.cancel_with(std::io::Error::other("ignored: already cancelled"));
     /// assert_eq!(ctx.cause().unwrap().to_string(), "config reloaded");
     /// ```
+    ///
+    /// A cause that already is a [`Cause`](crate::Cause) is kept as it is,
+    /// not wrapped again: a server that ends every request the same way can
+    /// allocate that cause once and share it, and it still downcasts to its
+    /// own type.
+    ///
+    /// ```
+    /// use ctxkit::{Cause, Context, Message};
+    /// use std::sync::{Arc, OnceLock};
+    ///
+    /// fn finished() -> Cause {
+    ///     static FINISHED: OnceLock<Cause> = OnceLock::new();
+    ///     FINISHED.get_or_init(|| Arc::new(Message::new("request finished"))).clone()
+    /// }
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with(finished());
+    /// assert!(Arc::ptr_eq(&ctx.cause().unwrap(), &finished()));
+    /// assert!(ctx.cause().unwrap().downcast_ref::<Message>().is_some());
+    /// ```
     #[track_caller]
     pub fn cancel_with<E>(&self, cause: E)
     where
@@ -105,7 +125,7 @@ impl CancelHandle {
     {
         if let Some(node) = self.live_node() {
             let site = provenance::site_id(Location::caller());
-            let cause = Some(Arc::new(cause) as Cause);
+            let cause = Some(crate::error::into_cause(cause));
             cancel::cancel(node, Error::Canceled, cause, Origin::Handle(site));
         }
     }
@@ -159,7 +179,7 @@ impl CancelHandle {
     {
         if let Some(node) = self.live_node() {
             let source = provenance::source_id(source);
-            let cause = Some(Arc::new(cause) as Cause);
+            let cause = Some(crate::error::into_cause(cause));
             cancel::cancel(node, Error::Canceled, cause, Origin::Integration(source));
         }
     }
