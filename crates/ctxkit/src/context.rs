@@ -7,7 +7,7 @@ use crate::handle::CancelHandle;
 use crate::merge::Merged;
 use crate::node_ref::NodeRef;
 use crate::provenance::{self, Provenance, SiteId};
-use crate::sync::{Arc, AtomicU32};
+use crate::sync::AtomicU32;
 use crate::values::ValueLayer;
 use std::fmt;
 use std::panic::Location;

@@ -5,7 +5,6 @@ use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::node_ref::NodeRef;
 use crate::provenance;
-use crate::sync::Arc;
 use std::fmt;
 use std::panic::Location;
 use std::time::{Duration, Instant};
