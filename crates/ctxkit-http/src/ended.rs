@@ -1,7 +1,8 @@
 //! [`Ended`]: why a request's context ended, when no deadline ended it.
 
-use ctxkit::{CancelHandle, Context};
+use ctxkit::{CancelHandle, Cause, Context};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// Why a request's context ended: its [`cause`](Context::cause), which
 /// downcasts to `Ended`. A deadline (the caller's or the server's maximum) is
@@ -60,6 +61,10 @@ impl Ended {
     /// cancel at the caller's line. The HTTP and gRPC layers end every
     /// request this way.
     ///
+    /// The cause is one `Arc` per variant, shared by every request it
+    /// ends (the core keeps a [`Cause`] as it is), so ending a request
+    /// allocates nothing; it still downcasts to `Ended`.
+    ///
     /// ```
     /// use ctxkit::provenance::Origin;
     /// use ctxkit::Context;
@@ -69,14 +74,28 @@ impl Ended {
     /// Ended::ClientGone.end(&cancel);
     /// assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
     /// assert_eq!(ctx.provenance().unwrap().origin(), Origin::Integration("client gone"));
+    ///
+    /// // Every request ended the same way shares one cause.
+    /// let (one, end_one) = Context::background().with_cancel();
+    /// let (other, end_other) = Context::background().with_cancel();
+    /// Ended::Completed.end(&end_one);
+    /// Ended::Completed.end(&end_other);
+    /// assert!(std::sync::Arc::ptr_eq(&one.cause().unwrap(), &other.cause().unwrap()));
+    /// assert_eq!(Ended::of(&other), Some(Ended::Completed));
     /// ```
     #[track_caller]
     pub fn end(self, handle: &CancelHandle) {
         match self {
-            Ended::ClientGone => handle.cancel_from_with("client gone", self),
-            Ended::Shutdown => handle.cancel_from_with("server shutdown", self),
-            Ended::Completed => handle.cancel_with(self),
+            Ended::ClientGone => handle.cancel_from_with("client gone", self.cause()),
+            Ended::Shutdown => handle.cancel_from_with("server shutdown", self.cause()),
+            Ended::Completed => handle.cancel_with(self.cause()),
         }
+    }
+
+    /// This variant as a [`Cause`]: the same `Arc` every time.
+    fn cause(self) -> Cause {
+        static CAUSES: [OnceLock<Cause>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        CAUSES[self as usize].get_or_init(|| Arc::new(self)).clone()
     }
 
     /// A short name for logs: `client_gone`, `completed`, `shutdown`.

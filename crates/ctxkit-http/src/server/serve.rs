@@ -241,7 +241,17 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         let tally = Arc::new(ShutdownTally::default());
-        let service = self.layer.clone().with_tally(tally.clone()).layer(service);
+        #[cfg(feature = "axum")]
+        let service = eager_routes(service);
+        // The layer around hyper's adapter, not the adapter around the
+        // layer: hyper then calls the layer by reference, and only the
+        // inner service is cloned per request (the adapter's clone and
+        // `Oneshot` would otherwise carry the layer's state too).
+        let service = self
+            .layer
+            .clone()
+            .with_tally(tally.clone())
+            .layer(TowerToHyperService::new(service));
         // No timer, as axum::serve: hyper's header read timeout would
         // arm one per request. Slow clients are the root's and the
         // deadline's business.
@@ -321,6 +331,20 @@ async fn accept_until_done<F, Fut>(
     }
 }
 
+/// `service`, or, if it is an axum `Router`, the router with its handlers
+/// turned into routes once, as `axum::serve` does for each connection: a
+/// `Router` called as it is builds each request's route anew (about 200
+/// instructions a request, BENCHMARKS.md).
+#[cfg(feature = "axum")]
+fn eager_routes<S: 'static>(service: S) -> S {
+    let mut service = Some(service);
+    let any: &mut dyn std::any::Any = &mut service;
+    if let Some(router) = any.downcast_mut::<Option<axum::Router>>() {
+        *router = router.take().map(|router| router.with_state(()));
+    }
+    service.expect("put back above")
+}
+
 /// Joins every task, or gives up after `limit`: true when all ended.
 async fn join_all(connections: &mut JoinSet<()>, limit: Duration) -> bool {
     let all = async { while connections.join_next().await.is_some() {} };
@@ -335,7 +359,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<S, B>(self, stream: TcpStream, service: ContextService<S>)
+    async fn run<S, B>(self, stream: TcpStream, service: ContextService<TowerToHyperService<S>>)
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -345,7 +369,7 @@ impl Connection {
         B::Error: Into<BoxError>,
     {
         let (ctx, cancel) = self.ctx.with_cancel();
-        let service = TowerToHyperService::new(service.with_parent(ctx));
+        let service = service.with_parent(ctx);
         let io = TokioIo::new(DeferEof {
             stream,
             deferred: false,
