@@ -1,15 +1,22 @@
 //! Side by side, in one run, on 127.0.0.1:
 //!
-//! 1. unary throughput at 64 concurrent calls, bare tonic against tonic
-//!    with `ServerLayer` and `ClientLayer` on both ends (calls made under a
-//!    context with a deadline and a request id), and the time each layer
-//!    pair adds per call;
+//! 1. unary throughput at 64 concurrent calls, like for like: bare tonic
+//!    against tonic with `ServerLayer` and `ClientLayer` on both ends, calls
+//!    made under a context with a request id and no deadline; and tonic's
+//!    own deadline (`grpc-timeout`, with its timers on both ends) against
+//!    the layers' calls under a context with a deadline and a request id;
+//!    and the time each layer pair adds per call;
 //! 2. cancel propagation across three hops (edge → middle → leaf, each a
 //!    tonic server calling the next under its call's context): from the
 //!    caller's cancel to the leaf handler's spawned task seeing it.
 //!
 //! `cargo bench -p ctxkit-grpc --bench grpc` (options: `--seconds N` per
-//! throughput round, `--rounds N`, `--cancels N`).
+//! throughput round, `--rounds N`, `--cancels N`; `--only SIDE
+//! [--sequential N]` runs one side alone, for profilers: `bare`,
+//! `timeout`, `ctxkit`, `ctxkit-no-deadline`, or one layer without network,
+//! `server-layer`, `client-layer`, `server-bare`, `client-bare`, each also
+//! with `-no-deadline` appended; `--current-thread` runs it on tokio's
+//! current-thread runtime, for exact instruction counts).
 
 use ctxkit::Context;
 use ctxkit_grpc::demo::work_client::WorkClient;
@@ -27,16 +34,25 @@ use tower_layer::Layer;
 
 const CONCURRENCY: usize = 64;
 
+/// The `--only` sides that run one layer alone, without network.
+const LAYER_SIDES: [&str; 4] = ["server-layer", "client-layer", "server-bare", "client-bare"];
+
 struct Options {
     seconds: f64,
     rounds: usize,
     cancels: usize,
-    /// `bare` or `ctxkit`: only that side's throughput rounds (for
-    /// profiling one side, e.g. under `perf stat`).
+    /// `bare`, `timeout`, `ctxkit` or `ctxkit-no-deadline`: only that
+    /// side's throughput rounds (for profiling one side, e.g. under `perf
+    /// stat`); or one layer alone, without network (`server-layer` and so
+    /// on, see `layer_only`).
     only: Option<String>,
     /// With `--only`: this many calls one at a time instead of the rounds
     /// (a fixed amount of work, for instruction counts under callgrind).
     sequential: Option<usize>,
+    /// Tokio's current-thread runtime instead of the multi-thread one: with
+    /// `--only SIDE --sequential N`, instruction counts without the idle
+    /// workers' spinning, which varies by about ±1 k per call between runs.
+    current_thread: bool,
 }
 
 fn options() -> Options {
@@ -46,8 +62,10 @@ fn options() -> Options {
         cancels: 300,
         only: None,
         sequential: None,
+        current_thread: false,
     };
     let args: Vec<String> = std::env::args().collect();
+    options.current_thread = args.iter().any(|arg| arg == "--current-thread");
     for pair in args.windows(2) {
         match pair[0].as_str() {
             "--seconds" => options.seconds = pair[1].parse().expect("--seconds N"),
@@ -63,21 +81,29 @@ fn options() -> Options {
 
 fn main() {
     let options = options();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = if options.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     runtime.block_on(async {
         match options.only.as_deref() {
             Some("bare") => only(Setup::Bare, &options).await,
             Some("ctxkit") => only(Setup::Ctxkit, &options).await,
+            Some("ctxkit-no-deadline") => only(Setup::CtxkitNoDeadline, &options).await,
             Some("timeout") => only(Setup::BareTimeout, &options).await,
-            Some(layer @ ("server-layer" | "client-layer" | "server-bare" | "client-bare")) => {
-                layer_only(layer, options.sequential.unwrap_or(100_000))
+            Some(side) if LAYER_SIDES.contains(&side.trim_end_matches("-no-deadline")) => {
+                let layer = side.trim_end_matches("-no-deadline");
+                let deadline = layer == side;
+                layer_only(layer, deadline, options.sequential.unwrap_or(100_000))
             }
             Some(other) => panic!(
-                "--only bare, timeout, ctxkit, server-layer, server-bare, client-layer or \
-                 client-bare, not {other}"
+                "--only bare, timeout, ctxkit, ctxkit-no-deadline, server-layer, server-bare, \
+                 client-layer or client-bare (the last four also with -no-deadline appended), \
+                 not {other}"
             ),
             None => {
                 layer_cost();
@@ -134,9 +160,21 @@ enum Setup {
     /// `grpc-timeout` and runs tonic's timers on both ends), no context.
     BareTimeout,
     /// `ServerLayer` and `ClientLayer`, calls under a context with a
-    /// deadline and a request id.
+    /// deadline and a request id: against `BareTimeout`.
     Ctxkit,
+    /// `ServerLayer` and `ClientLayer`, calls under a context with a
+    /// request id and no deadline (so no `grpc-timeout` and no tonic
+    /// timers): against `Bare`, like for like.
+    CtxkitNoDeadline,
 }
+
+/// Every setup, in the order the throughput rounds alternate them.
+const SETUPS: [Setup; 4] = [
+    Setup::Bare,
+    Setup::BareTimeout,
+    Setup::Ctxkit,
+    Setup::CtxkitNoDeadline,
+];
 
 impl Setup {
     fn name(self) -> &'static str {
@@ -144,6 +182,7 @@ impl Setup {
             Setup::Bare => "bare tonic",
             Setup::BareTimeout => "tonic+timeout",
             Setup::Ctxkit => "ctxkit layers",
+            Setup::CtxkitNoDeadline => "ctxkit, no deadline",
         }
     }
 }
@@ -159,7 +198,7 @@ async fn serve(setup: Setup) -> (tokio::task::JoinHandle<()>, Channel) {
                 .await
                 .unwrap();
         }),
-        Setup::Ctxkit => tokio::spawn(async move {
+        Setup::Ctxkit | Setup::CtxkitNoDeadline => tokio::spawn(async move {
             let mut builder = Server::builder().layer(ServerLayer::new(Context::background()));
             let router = builder.add_service(WorkServer::new(Echo));
             router
@@ -172,8 +211,8 @@ async fn serve(setup: Setup) -> (tokio::task::JoinHandle<()>, Channel) {
 }
 
 /// A client of both kinds on `channel`, calling under a context with a
-/// deadline and a request id (layered) or with the same request id as
-/// plain metadata (bare).
+/// request id, and a deadline unless `setup` says none (layered), or with
+/// the same request id as plain metadata (bare).
 struct Caller {
     setup: Setup,
     bare: WorkClient<Channel>,
@@ -184,7 +223,10 @@ struct Caller {
 
 impl Caller {
     fn new(setup: Setup, channel: Channel) -> Caller {
-        let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(3600));
+        let (ctx, cancel) = match setup {
+            Setup::CtxkitNoDeadline => Context::background().with_cancel(),
+            _ => Context::background().with_timeout(Duration::from_secs(3600)),
+        };
         Caller {
             setup,
             bare: WorkClient::new(channel.clone()),
@@ -206,7 +248,9 @@ impl Caller {
                 }
                 self.bare.r#do(call).await
             }
-            Setup::Ctxkit => self.layered.r#do(request(&self.ctx, message)).await,
+            Setup::Ctxkit | Setup::CtxkitNoDeadline => {
+                self.layered.r#do(request(&self.ctx, message)).await
+            }
         };
         reply.expect("the call succeeds");
     }
@@ -361,12 +405,15 @@ where
     }
 }
 
-/// The request `ServerLayer` sees in `layer_cost`: `grpc-timeout`, a
-/// request id and the content type, as tonic's channel sends them.
-fn server_request() -> http::Request<()> {
+/// The request `ServerLayer` sees in `layer_cost`: `grpc-timeout` (with
+/// `deadline`), a request id and the content type, as tonic's channel sends
+/// them.
+fn server_request(deadline: bool) -> http::Request<()> {
     let mut request = http::Request::new(());
     let headers = request.headers_mut();
-    headers.insert("grpc-timeout", http::HeaderValue::from_static("3599999m"));
+    if deadline {
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("3599999m"));
+    }
     headers.insert("x-request-id", http::HeaderValue::from_static("bench-1"));
     headers.insert(
         "content-type",
@@ -375,13 +422,25 @@ fn server_request() -> http::Request<()> {
     request
 }
 
+/// A context with a request id, and a deadline an hour away if `deadline`:
+/// what the client layer's calls are made under in `layer_cost`.
+fn client_context(deadline: bool) -> (Context, ctxkit::CancelHandle) {
+    let (ctx, cancel) = if deadline {
+        Context::background().with_timeout(Duration::from_secs(3600))
+    } else {
+        Context::background().with_cancel()
+    };
+    let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "bench-1"));
+    (ctx, cancel)
+}
+
 /// `calls` exchanges through one layer alone (`server-layer` or
 /// `client-layer`) or through the service it wraps, unwrapped, with the
 /// same requests (`server-bare`, `client-bare`): a fixed amount of work for
 /// instruction counts under callgrind, without threads, network or tonic.
-fn layer_only(layer: &str, calls: usize) {
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3600));
-    let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "bench-1"));
+/// Without `deadline`, the calls carry a request id and no deadline.
+fn layer_only(layer: &str, deadline: bool, calls: usize) {
+    let (ctx, _cancel) = client_context(deadline);
     let client_request = || {
         let mut request = http::Request::new(());
         request.extensions_mut().insert(ctx.clone());
@@ -391,12 +450,12 @@ fn layer_only(layer: &str, calls: usize) {
         "server-layer" => {
             let mut server = ServerLayer::new(Context::background()).layer(Instant200);
             for _ in 0..calls {
-                exchange(&mut server, server_request());
+                exchange(&mut server, server_request(deadline));
             }
         }
         "server-bare" => {
             for _ in 0..calls {
-                exchange(&mut Instant200, server_request());
+                exchange(&mut Instant200, server_request(deadline));
             }
         }
         "client-bare" => {
@@ -411,53 +470,60 @@ fn layer_only(layer: &str, calls: usize) {
             }
         }
     }
-    println!("{layer}: {calls} exchanges");
+    let kind = if deadline { "" } else { ", no deadline" };
+    println!("{layer}{kind}: {calls} exchanges");
 }
 
 /// The layers' own work per call, without network or tonic: a request
 /// with `grpc-timeout` and `x-request-id` through `ServerLayer`, and one
 /// under a context with a deadline and a request id through `ClientLayer`,
-/// each against the same service unwrapped (nanoseconds per call, best of
-/// five runs of 200,000).
+/// each against the same service unwrapped; then the same without a
+/// deadline (nanoseconds per call, best of five runs of 200,000).
 fn layer_cost() {
     println!("## The layers' own work per call (no network), best of 5 x 200,000");
-    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3600));
-    let ctx = ctx.with_value(ForwardHeaders::new().with("x-request-id", "bench-1"));
-    let client_request = || {
-        let mut request = http::Request::new(());
-        request.extensions_mut().insert(ctx.clone());
-        request
-    };
-    let time = |run: &mut dyn FnMut()| {
-        (0..5)
-            .map(|_| {
-                let started = Instant::now();
-                for _ in 0..200_000 {
-                    run();
-                }
-                started.elapsed().as_nanos() as f64 / 200_000.0
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
-    let mut bare = Instant200;
-    let mut server = ServerLayer::new(Context::background()).layer(Instant200);
-    let mut client = ClientLayer::new().layer(Instant200);
-    let server_bare = time(&mut || exchange(&mut bare, server_request()));
-    let server_layered = time(&mut || exchange(&mut server, server_request()));
-    let client_bare = time(&mut || exchange(&mut bare, client_request()));
-    let client_layered = time(&mut || exchange(&mut client, client_request()));
-    println!(
-        "ServerLayer: {server_layered:.0} ns against {server_bare:.0} ns bare: {:+.0} ns",
-        server_layered - server_bare
-    );
-    println!(
-        "ClientLayer: {client_layered:.0} ns against {client_bare:.0} ns bare: {:+.0} ns",
-        client_layered - client_bare
-    );
-    println!(
-        "both ends: {:+.2} µs per call",
-        (server_layered - server_bare + client_layered - client_bare) / 1000.0
-    );
+    for deadline in [true, false] {
+        let (ctx, _cancel) = client_context(deadline);
+        let client_request = || {
+            let mut request = http::Request::new(());
+            request.extensions_mut().insert(ctx.clone());
+            request
+        };
+        let time = |run: &mut dyn FnMut()| {
+            (0..5)
+                .map(|_| {
+                    let started = Instant::now();
+                    for _ in 0..200_000 {
+                        run();
+                    }
+                    started.elapsed().as_nanos() as f64 / 200_000.0
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let mut bare = Instant200;
+        let mut server = ServerLayer::new(Context::background()).layer(Instant200);
+        let mut client = ClientLayer::new().layer(Instant200);
+        let server_bare = time(&mut || exchange(&mut bare, server_request(deadline)));
+        let server_layered = time(&mut || exchange(&mut server, server_request(deadline)));
+        let client_bare = time(&mut || exchange(&mut bare, client_request()));
+        let client_layered = time(&mut || exchange(&mut client, client_request()));
+        let kind = if deadline {
+            "with a deadline"
+        } else {
+            "no deadline"
+        };
+        println!(
+            "ServerLayer, {kind}: {server_layered:.0} ns against {server_bare:.0} ns bare: {:+.0} ns",
+            server_layered - server_bare
+        );
+        println!(
+            "ClientLayer, {kind}: {client_layered:.0} ns against {client_bare:.0} ns bare: {:+.0} ns",
+            client_layered - client_bare
+        );
+        println!(
+            "both ends, {kind}: {:+.2} µs per call",
+            (server_layered - server_bare + client_layered - client_bare) / 1000.0
+        );
+    }
     println!();
 }
 
@@ -490,11 +556,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 async fn throughput(options: &Options) {
     println!("## Unary calls, {CONCURRENCY} concurrent, one HTTP/2 connection, 127.0.0.1");
-    let mut results = [
-        (Setup::Bare, Vec::new()),
-        (Setup::BareTimeout, Vec::new()),
-        (Setup::Ctxkit, Vec::new()),
-    ];
+    let mut results = SETUPS.map(|setup| (setup, Vec::new()));
     for _ in 0..options.rounds {
         // Alternate, so that drift on a shared machine hits both alike.
         for (setup, rates) in results.iter_mut() {
@@ -510,35 +572,35 @@ async fn throughput(options: &Options) {
         let rate = median(rates.iter().map(|r| r.per_second).collect());
         let cpu = median(rates.iter().map(|r| r.cpu_micros).collect());
         println!(
-            "{:<14} median {rate:>8.0} calls/s, {cpu:>6.2} µs CPU per call   rounds: {}",
+            "{:<19} median {rate:>8.0} calls/s, {cpu:>6.2} µs CPU per call   rounds: {}",
             setup.name(),
             shown.join(", ")
         );
         medians.push((rate, cpu));
     }
-    let (layered, layered_cpu) = medians[2];
-    for (i, against) in ["bare tonic", "tonic+timeout"].iter().enumerate() {
-        let (rate, cpu) = medians[i];
+    // Like for like: no deadline on either side (the >= 95% target), then
+    // a deadline on both, each propagating it its own way; and, as before,
+    // the layers with a deadline against bare tonic without one.
+    for (layered, against) in [(3, 0), (2, 1), (2, 0)] {
+        let ((rate, cpu), (base_rate, base_cpu)) = (medians[layered], medians[against]);
         println!(
-            "ctxkit layers against {against}: throughput {:.1}%, CPU per call (both ends, one process) {:+.2} µs",
-            100.0 * layered / rate,
-            layered_cpu - cpu
+            "{} against {}: throughput {:.1}%, CPU per call (both ends, one process) {:+.2} µs",
+            SETUPS[layered].name(),
+            SETUPS[against].name(),
+            100.0 * rate / base_rate,
+            cpu - base_cpu
         );
     }
-    let mut latencies = [
-        (Setup::Bare, Vec::new()),
-        (Setup::BareTimeout, Vec::new()),
-        (Setup::Ctxkit, Vec::new()),
-    ];
+    let mut latencies = SETUPS.map(|setup| (setup, Vec::new()));
     for _ in 0..options.rounds {
         for (setup, means) in latencies.iter_mut() {
             means.push(sequential(*setup, 2000).await);
         }
     }
-    let [bare, timeout, layered] = latencies.map(|(_, means)| median(means));
+    let [bare, timeout, layered, layered_plain] = latencies.map(|(_, means)| median(means));
     println!(
         "one call at a time: mean latency {bare:.1} µs bare, {timeout:.1} µs tonic+timeout, \
-         {layered:.1} µs layered"
+         {layered:.1} µs layered, {layered_plain:.1} µs layered without a deadline"
     );
     println!();
 }
