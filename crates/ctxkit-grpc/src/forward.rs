@@ -110,18 +110,26 @@ impl Propagation {
     /// ```
     pub fn restore(&self, metadata: &HeaderMap) -> Option<ForwardHeaders> {
         // One pass over the call's metadata, which holds a handful of names,
-        // and one lookup per propagated name found: cheaper, on every call,
-        // than hashing each configured name to find it absent.
+        // and no lookup at all: cheaper, on every call, than hashing each
+        // configured name to find it absent, or each one found to get its
+        // values again.
         let mut restored: Option<ForwardHeaders> = None;
         let mut tracestate = None;
         let mut traceparent_kept = false;
-        for name in metadata.keys() {
+        let mut fields = metadata.iter().peekable();
+        while let Some((name, first)) = fields.next() {
+            // A name's further values follow its first one; only a name sent
+            // as several fields has any, and only then are they collected.
+            let mut rest = Vec::new();
+            while let Some((_, value)) = fields.next_if(|(next, _)| *next == name) {
+                rest.push(value);
+            }
             // The configured name is the one kept: usually static, where the
             // call's own is a slice of its buffer (a clone shares it).
             let Some(name) = self.names.iter().find(|&configured| configured == name) else {
                 continue;
             };
-            let Some(value) = checked(name, metadata) else {
+            let Some(value) = checked(name, first, &rest) else {
                 continue;
             };
             if *name == TRACESTATE_NAME {
@@ -174,13 +182,12 @@ impl Propagation {
     }
 }
 
-/// The value of `name` in `metadata` if it passes the checks for its kind.
-fn checked(name: &HeaderName, metadata: &HeaderMap) -> Option<HeaderValue> {
-    let mut values = metadata.get_all(name).iter();
-    let first = values.next()?;
+/// The value of `name`, sent as `first` and then `rest` (usually none), if
+/// it passes the checks for its kind.
+fn checked(name: &HeaderName, first: &HeaderValue, rest: &[&HeaderValue]) -> Option<HeaderValue> {
     match name.as_str() {
         TRACESTATE | BAGGAGE => {
-            let joined = join(first, values);
+            let joined = join(first, rest.iter().copied());
             let kept = if name == TRACESTATE {
                 w3c::valid_tracestate(&joined).then_some(joined)
             } else {
@@ -188,7 +195,7 @@ fn checked(name: &HeaderName, metadata: &HeaderMap) -> Option<HeaderValue> {
             };
             HeaderValue::from_bytes(&kept?).ok()
         }
-        _ if values.next().is_some() => None,
+        _ if !rest.is_empty() => None,
         TRACEPARENT => w3c::valid_traceparent(first.as_bytes()).then(|| first.clone()),
         REQUEST_ID => w3c::valid_request_id(first.as_bytes()).then(|| first.clone()),
         _ => w3c::valid_other(first.as_bytes()).then(|| first.clone()),
@@ -203,4 +210,48 @@ fn join<'a>(first: &'a HeaderValue, rest: impl Iterator<Item = &'a HeaderValue>)
         joined.extend_from_slice(value.as_bytes());
     }
     joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACEPARENT_VALUE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// The walk over the call's metadata sees a name sent as several fields
+    /// as all of them, whatever comes before and after it.
+    #[test]
+    fn names_sent_as_several_fields_are_joined_or_dropped() {
+        let mut metadata = HeaderMap::new();
+        metadata.append("x-other", HeaderValue::from_static("1"));
+        metadata.append("x-other", HeaderValue::from_static("2"));
+        metadata.append("baggage", HeaderValue::from_static("a=1"));
+        metadata.append("x-request-id", HeaderValue::from_static("one"));
+        metadata.append("baggage", HeaderValue::from_static("b=2"));
+        metadata.append("tracestate", HeaderValue::from_static("congo=t61"));
+        metadata.append("x-request-id", HeaderValue::from_static("two"));
+        metadata.append("tracestate", HeaderValue::from_static("rojo=00f"));
+        metadata.append("traceparent", HeaderValue::from_static(TRACEPARENT_VALUE));
+        let restored = Propagation::default().restore(&metadata).unwrap();
+        assert_eq!(restored.get("baggage").unwrap(), "a=1,b=2");
+        assert_eq!(restored.get("tracestate").unwrap(), "congo=t61,rojo=00f");
+        assert_eq!(restored.get("traceparent").unwrap(), TRACEPARENT_VALUE);
+        assert!(restored.get("x-request-id").is_none()); // two ids: neither
+        assert!(restored.get("x-other").is_none()); // not propagated
+        assert_eq!(restored.headers().len(), 3);
+    }
+
+    #[test]
+    fn a_single_field_is_kept_between_several_others() {
+        let mut metadata = HeaderMap::new();
+        metadata.append("x-other", HeaderValue::from_static("1"));
+        metadata.append("x-other", HeaderValue::from_static("2"));
+        metadata.append("x-request-id", HeaderValue::from_static("r-1"));
+        metadata.append("x-last", HeaderValue::from_static("3"));
+        metadata.append("x-last", HeaderValue::from_static("4"));
+        let restored = Propagation::default().restore(&metadata).unwrap();
+        assert_eq!(restored.get("x-request-id").unwrap(), "r-1");
+        assert_eq!(restored.headers().len(), 1);
+        assert!(Propagation::default().restore(&HeaderMap::new()).is_none());
+    }
 }

@@ -220,7 +220,6 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let arrival = Instant::now();
         let caller_timeout = match request.headers().get(&GRPC_TIMEOUT) {
             None => None,
             Some(value) => match TimeoutHeader::GrpcTimeout.decode(value.as_bytes()) {
@@ -234,7 +233,9 @@ where
             (one, other) => one.or(other),
         };
         // A deadline past what `Instant` can hold (99999999H) is no deadline.
-        let deadline = limit.and_then(|limit| arrival.checked_add(limit));
+        // The clock is read only for a call that has one: the deadline is
+        // measured from the call's arrival, which is now.
+        let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
         let parent = match config.propagation.restore(request.headers()) {
             Some(values) => config.root.with_value(values),
             None => config.root.clone(),
