@@ -243,6 +243,7 @@ mod after_func;
 mod cancel;
 #[cfg(feature = "crossbeam")]
 mod channel;
+mod clock;
 mod context;
 mod deadline;
 mod error;

@@ -28,10 +28,14 @@
 //! deriving methods) and when, in the eight bytes its node already had
 //! (see BENCHMARKS.md, "Provenance"): the call site as a 16-bit number
 //! looked up in a per-thread cache, the time as a coarse 32-bit tick of
-//! about 4 ms (Linux's `CLOCK_MONOTONIC_COARSE`, a few nanoseconds to read).
-//! So ages and times are exact to a few milliseconds, and an age wraps
-//! after about 208 days. The cancellation itself is recorded in space the
-//! scope no longer needs once it has ended.
+//! about 4 ms, one relaxed load of a word that a thread of this crate,
+//! `ctxkit-clock`, advances every tick while contexts are being made (it
+//! stops after a second without any, and restarts on the next). So ages
+//! and times are exact to a few milliseconds, and an age wraps after about
+//! 208 days. A process starved of CPU (an overloaded machine, a CPU quota)
+//! may see them late by as long as it is starved: they are diagnostics,
+//! while deadlines keep exact `Instant`s. The cancellation itself is
+//! recorded in space the scope no longer needs once it has ended.
 //!
 //! # Dropped handles
 //!
@@ -71,61 +75,15 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-// ---------------------------------------------------------------------------
-// The coarse clock.
-
-/// One tick of the coarse clock, in nanoseconds as a power of two: 2^22 ns,
-/// about 4.2 ms (the coarse clock's own resolution is 1 to 4 ms), so that a
-/// `u32` of ticks spans about 208 days.
-const TICK_SHIFT: u32 = 22;
-
-/// The coarse monotonic clock, in ticks (wrapping).
+/// The coarse clock, in ticks (wrapping): see `clock.rs`.
 #[inline]
 pub(crate) fn now_ticks() -> u32 {
-    (clock_nanos() >> TICK_SHIFT) as u32
+    crate::clock::now()
 }
 
 /// Ticks as a duration.
 fn ticks(ticks: u32) -> Duration {
-    Duration::from_nanos(u64::from(ticks) << TICK_SHIFT)
-}
-
-#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-#[inline]
-fn clock_nanos() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: i64,
-        tv_nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
-    }
-    /// Linux's `CLOCK_MONOTONIC_COARSE`: the monotonic clock as of the last
-    /// scheduler tick, read from the vDSO without a system call.
-    const CLOCK_MONOTONIC_COARSE: i32 = 6;
-    let mut time = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` is libc's (std links libc on Linux), declared
-    // with its C signature for 64-bit Linux (`time_t` and `long` are both
-    // 64-bit); it writes only the `timespec` it is given, which is valid for
-    // writes. It cannot fail for a clock id the kernel has had since 2.6.32;
-    // if it did, the time would read as zero, which only skews diagnostics.
-    // Measured: 2 to 5 ns against 20 to 25 for `Instant::now()` on this
-    // machine's VM clock (BENCHMARKS.md, "Provenance").
-    unsafe { clock_gettime(CLOCK_MONOTONIC_COARSE, &mut time) };
-    (time.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(time.tv_nsec as u64)
-}
-
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-#[inline]
-fn clock_nanos() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    crate::clock::duration(ticks)
 }
 
 // ---------------------------------------------------------------------------
@@ -387,7 +345,8 @@ pub enum Origin {
 /// `canceled 2 levels up: CancelHandle dropped (created at src/server.rs:80:22), 3.2 s after creation`.
 /// `Debug` gives every field.
 ///
-/// Times come from a coarse clock: exact to a few milliseconds.
+/// Times come from a coarse clock: exact to a few milliseconds (see the
+/// [module](crate::provenance) on what it costs and when it runs late).
 ///
 /// ```
 /// use ctxkit::provenance::Origin;
@@ -822,23 +781,6 @@ mod tests {
         let s = source_id("test source");
         assert_eq!(source_id("test source"), s);
         assert!(matches!(site(s), Some(Site::Source("test source"))));
-    }
-
-    #[test]
-    fn the_coarse_clock_moves_with_the_real_one() {
-        let start = now_ticks();
-        let begun = Instant::now();
-        std::thread::sleep(Duration::from_millis(50));
-        let coarse = ticks(now_ticks().wrapping_sub(start));
-        let real = begun.elapsed();
-        assert!(
-            coarse + Duration::from_millis(20) >= real,
-            "{coarse:?} {real:?}"
-        );
-        assert!(
-            coarse <= real + Duration::from_millis(20),
-            "{coarse:?} {real:?}"
-        );
     }
 
     #[test]
