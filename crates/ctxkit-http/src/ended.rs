@@ -83,6 +83,7 @@ impl Ended {
     /// assert!(std::sync::Arc::ptr_eq(&one.cause().unwrap(), &other.cause().unwrap()));
     /// assert_eq!(Ended::of(&other), Some(Ended::Completed));
     /// ```
+    #[inline]
     #[track_caller]
     pub fn end(self, handle: &CancelHandle) {
         match self {
@@ -93,6 +94,7 @@ impl Ended {
     }
 
     /// This variant as a [`Cause`]: the same `Arc` every time.
+    #[inline]
     fn cause(self) -> Cause {
         static CAUSES: [OnceLock<Cause>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
         CAUSES[self as usize].get_or_init(|| Arc::new(self)).clone()

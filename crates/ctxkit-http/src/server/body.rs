@@ -100,7 +100,7 @@ where
                 // either way), or a frame after which the body says so
                 // (the connection may never poll again).
                 if frame.as_ref().is_none_or(Result::is_err) || body.is_end_stream() {
-                    if let Some(end) = this.end.as_ref() {
+                    if let Some(end) = this.end.take() {
                         end.complete();
                     }
                 }
@@ -118,7 +118,7 @@ where
                 // unpolled: that is its end too.
                 if done {
                     if let Some(end) = &self.end {
-                        end.complete();
+                        end.complete_now();
                     }
                 }
                 done

@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 /// Owns a request's cancel handle from the call to the last byte of the
 /// response. It moves from the response future into the response body;
-/// dropping it before [`complete`](RequestEnd::complete) means the
-/// connection let go of the request early: the client went away (or the
-/// server aborted the connection, whose own cause then wins).
+/// dropped before it is [`complete`](RequestEnd::complete), the connection
+/// let go of the request early: the client went away (or the server
+/// aborted the connection, whose own cause then wins).
 pub(crate) struct RequestEnd {
     ctx: Context,
     cancel: CancelHandle,
-    /// A HEAD response is complete without its body being read.
-    head: bool,
+    /// The response has been handed over in full (or, for a HEAD request,
+    /// needs no body): dropping this then ends the context with
+    /// `Completed`, not `ClientGone`.
+    answered: bool,
     tally: Option<Arc<ShutdownTally>>,
 }
 
@@ -28,19 +30,27 @@ impl RequestEnd {
         RequestEnd {
             ctx,
             cancel,
-            head,
+            answered: head,
             tally,
         }
     }
 
-    /// The response has been handed over in full.
-    pub(crate) fn complete(&self) {
+    /// The response has been handed over in full: ends the context with
+    /// `Completed` (unless something ended it first).
+    pub(crate) fn complete(mut self) {
+        self.answered = true;
+    }
+
+    /// [`complete`](Self::complete), where the end cannot be given up
+    /// yet (a body asked whether it is over, by shared reference). The
+    /// drop then finds the context done and leaves it.
+    pub(crate) fn complete_now(&self) {
         self.end(Ended::Completed);
     }
 
     /// Ends the context with `why`, unless something ended it first (the
-    /// first cancellation wins; checking first spares the cause's
-    /// allocation on the common path where nothing raced).
+    /// first cancellation wins; checking first spares the shared cause's
+    /// reference count on the common path where nothing raced).
     fn end(&self, why: Ended) {
         if !self.ctx.is_done() {
             why.end(&self.cancel);
@@ -50,7 +60,7 @@ impl RequestEnd {
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
-        self.end(if self.head {
+        self.end(if self.answered {
             Ended::Completed
         } else {
             Ended::ClientGone

@@ -12,7 +12,6 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use std::error::Error as StdError;
 use std::future::Future;
@@ -243,15 +242,7 @@ impl Server {
         let tally = Arc::new(ShutdownTally::default());
         #[cfg(feature = "axum")]
         let service = eager_routes(service);
-        // The layer around hyper's adapter, not the adapter around the
-        // layer: hyper then calls the layer by reference, and only the
-        // inner service is cloned per request (the adapter's clone and
-        // `Oneshot` would otherwise carry the layer's state too).
-        let service = self
-            .layer
-            .clone()
-            .with_tally(tally.clone())
-            .layer(TowerToHyperService::new(service));
+        let service = self.layer.clone().with_tally(tally.clone()).layer(service);
         // No timer, as axum::serve: hyper's header read timeout would
         // arm one per request. Slow clients are the root's and the
         // deadline's business.
@@ -359,7 +350,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<S, B>(self, stream: TcpStream, service: ContextService<TowerToHyperService<S>>)
+    async fn run<S, B>(self, stream: TcpStream, service: ContextService<S>)
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -369,7 +360,7 @@ impl Connection {
         B::Error: Into<BoxError>,
     {
         let (ctx, cancel) = self.ctx.with_cancel();
-        let service = service.with_parent(ctx);
+        let service = service.for_connection(ctx);
         let io = TokioIo::new(DeferEof {
             stream,
             deferred: false,
