@@ -158,9 +158,11 @@
 //! Checking for cancellation ([`Context::is_done`], [`Context::err`],
 //! [`Context::check`]) is one atomic load. Cloning is one reference-count
 //! increment, free for `background()`. There is no thread or task per
-//! context: every deadline shares one lazily started timer thread, and
+//! context: every deadline shares one lazily started timer thread,
 //! `after_func` callbacks run on a small pool that exists only while there
-//! are callbacks to run.
+//! are callbacks to run, and one more thread, `ctxkit-clock`, keeps the
+//! coarse time of [`provenance`] records while contexts are being made
+//! (parked after a second without any).
 //!
 //! A derived context is one 72-byte heap block (80 with malloc's header and
 //! rounding). Each thread keeps up to 1,024 blocks it freed (80 KiB at most)
