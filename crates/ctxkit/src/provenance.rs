@@ -66,6 +66,7 @@
 
 use crate::context::{Context, Node};
 use crate::error::Error;
+use crate::tree::Age;
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -522,7 +523,7 @@ impl fmt::Display for Provenance {
         if let (Origin::Cancel | Origin::CancelWith, Some(site)) = (self.origin, self.site) {
             write!(f, " at {site}")?;
         }
-        write!(f, ", {} after creation", Human(self.lived))
+        write!(f, ", {} after creation", Age(self.lived))
     }
 }
 
@@ -542,24 +543,6 @@ impl fmt::Debug for Provenance {
                 &self.drop_backtrace.as_ref().map(|_| "captured"),
             )
             .finish()
-    }
-}
-
-/// A duration as people read it: `850 ms`, `3.2 s`, `4.5 min`, `2.0 h`.
-struct Human(Duration);
-
-impl fmt::Display for Human {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let seconds = self.0.as_secs_f64();
-        if seconds < 1.0 {
-            write!(f, "{} ms", self.0.as_millis())
-        } else if seconds < 60.0 {
-            write!(f, "{seconds:.1} s")
-        } else if seconds < 3600.0 {
-            write!(f, "{:.1} min", seconds / 60.0)
-        } else {
-            write!(f, "{:.1} h", seconds / 3600.0)
-        }
     }
 }
 
@@ -785,10 +768,11 @@ mod tests {
 
     #[test]
     fn human_durations() {
-        assert_eq!(Human(Duration::from_millis(850)).to_string(), "850 ms");
-        assert_eq!(Human(Duration::from_millis(3210)).to_string(), "3.2 s");
-        assert_eq!(Human(Duration::from_secs(270)).to_string(), "4.5 min");
-        assert_eq!(Human(Duration::from_secs(7200)).to_string(), "2.0 h");
+        assert_eq!(Age(Duration::from_micros(300)).to_string(), "< 1 ms");
+        assert_eq!(Age(Duration::from_millis(850)).to_string(), "850 ms");
+        assert_eq!(Age(Duration::from_millis(3210)).to_string(), "3.2 s");
+        assert_eq!(Age(Duration::from_secs(270)).to_string(), "4 min 30 s");
+        assert_eq!(Age(Duration::from_secs(7200)).to_string(), "2 h 0 min");
     }
 }
 

@@ -781,7 +781,7 @@ impl fmt::Display for Describe<'_> {
 
 /// A duration to the unit a reader wants: `850 µs`, `12 ms`, `3.2 s`,
 /// `4 min 5 s`.
-pub(crate) struct Human(pub(crate) Duration);
+struct Human(Duration);
 
 impl fmt::Display for Human {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -802,7 +802,8 @@ impl fmt::Display for Human {
 
 /// An age, read from a coarse clock (see `Context::provenance`): below a
 /// millisecond it says so rather than print microseconds it does not know.
-struct Age(Duration);
+/// Provenance says how long a context lived with it too.
+pub(crate) struct Age(pub(crate) Duration);
 
 impl fmt::Display for Age {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
