@@ -295,43 +295,84 @@ where
 {
     type Response = Response<ContextBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<Oneshot<S, Request<ReqB>, S::Future>>;
+    type Future = ConnectionFuture<S, Request<ReqB>, S::Future>;
 
     fn call(&self, request: Request<ReqB>) -> Self::Future {
-        self.config
-            .serve(Some(&self.parent), request, |request| Oneshot::NotCalled {
-                service: self.inner.clone(),
-                request: Some(request),
-            })
+        ConnectionFuture::Waiting {
+            config: self.config.clone(),
+            parent: self.parent.clone(),
+            service: self.inner.clone(),
+            request: Some(request),
+        }
     }
 }
 
 pin_project! {
-    /// A tower service's answer to one request: waits for the service to
-    /// be ready, calls it, then its future.
-    #[project = OneshotProj]
-    pub(crate) enum Oneshot<S, R, F> {
-        NotCalled { service: S, request: Option<R> },
-        Called { #[pin] future: F },
+    /// One request on a [`ConnectionService`]: waits for the service to be
+    /// ready, then gives the request its context and calls the service;
+    /// then as [`ResponseFuture`] (in one enum rather than wrapping one, so
+    /// that the service's future is moved into place once).
+    ///
+    /// The context is made at the first poll, not when hyper hands the
+    /// request over: over HTTP/2 hyper takes in every stream a read
+    /// brought before it runs any, and contexts made then would all be
+    /// live at once under the connection's, which the core registers at a
+    /// higher cost than one child at a time.
+    #[project = ConnectionFutureProj]
+    pub(crate) enum ConnectionFuture<S, R, F> {
+        Waiting { config: Arc<Config>, parent: Context, service: S, request: Option<R> },
+        Called { #[pin] future: F, end: Option<RequestEnd>, span: RequestSpan },
+        Rejected { message: Option<String> },
     }
 }
 
-impl<S, R> Future for Oneshot<S, R, S::Future>
+impl<S, ReqB, ResB> Future for ConnectionFuture<S, Request<ReqB>, S::Future>
 where
-    S: Service<R>,
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
-    type Output = Result<S::Response, S::Error>;
+    type Output = Result<Response<ContextBody<ResB>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                OneshotProj::NotCalled { service, request } => {
+                ConnectionFutureProj::Waiting {
+                    config,
+                    parent,
+                    service,
+                    request,
+                } => {
                     ready!(service.poll_ready(cx))?;
-                    let request = request.take().expect("Oneshot polled after its call");
-                    let future = service.call(request);
-                    self.set(Oneshot::Called { future });
+                    let pending = request.as_mut().expect("polled after the call");
+                    match config.begin(Some(parent), pending) {
+                        Ok((end, span)) => {
+                            let request = request.take().expect("still here");
+                            let future = {
+                                let _entered = span.enter();
+                                service.call(request)
+                            };
+                            self.set(ConnectionFuture::Called {
+                                future,
+                                end: Some(end),
+                                span,
+                            });
+                        }
+                        Err(message) => self.set(ConnectionFuture::Rejected {
+                            message: Some(message),
+                        }),
+                    }
                 }
-                OneshotProj::Called { future } => return future.poll(cx),
+                ConnectionFutureProj::Called { future, end, span } => {
+                    let result = {
+                        let _entered = span.enter();
+                        ready!(future.poll(cx))
+                    };
+                    let end = end.take().expect("polled after completion");
+                    return Poll::Ready(answer(result, end));
+                }
+                ConnectionFutureProj::Rejected { message } => {
+                    let message = message.take().expect("polled after completion");
+                    return Poll::Ready(Ok(bad_request(message)));
+                }
             }
         }
     }
@@ -401,19 +442,30 @@ impl Config {
         mut request: Request<B>,
         call: impl FnOnce(Request<B>) -> F,
     ) -> ResponseFuture<F> {
-        let (ctx, cancel) = match self.request_context(parent, &request) {
-            Ok(pair) => pair,
-            Err(message) => return ResponseFuture::rejected(message),
-        };
+        match self.begin(parent, &mut request) {
+            Ok((end, span)) => {
+                let future = {
+                    let _entered = span.enter();
+                    call(request)
+                };
+                ResponseFuture::call(future, end, span)
+            }
+            Err(message) => ResponseFuture::rejected(message),
+        }
+    }
+
+    /// Gives `request` its context, in its extensions: the request's end
+    /// and span, or the text of a 400 answer.
+    fn begin<B>(
+        &self,
+        parent: Option<&Context>,
+        request: &mut Request<B>,
+    ) -> Result<(RequestEnd, RequestSpan), String> {
+        let (ctx, cancel) = self.request_context(parent, request)?;
         let head = request.method() == Method::HEAD;
-        let (ctx, span) = self.telemetry.request_context(&request, ctx);
+        let (ctx, span) = self.telemetry.request_context(request, ctx);
         request.extensions_mut().insert(ctx.clone());
-        let end = RequestEnd::new(ctx, cancel, head, self.tally.clone());
-        let future = {
-            let _entered = span.enter();
-            call(request)
-        };
-        ResponseFuture::call(future, end, span)
+        Ok((RequestEnd::new(ctx, cancel, head, self.tally.clone()), span))
     }
 
     /// The request's context, or the text of a 400 answer.
@@ -563,14 +615,7 @@ where
                     ready!(future.poll(cx))
                 };
                 let end = end.take().expect("ResponseFuture polled after completion");
-                Poll::Ready(match result {
-                    Ok(response) => Ok(response.map(|body| ContextBody::new(body, end))),
-                    Err(error) => {
-                        // The handler is over; the connection reports the error.
-                        end.complete();
-                        Err(error)
-                    }
-                })
+                Poll::Ready(answer(result, end))
             }
             KindProj::Reject { message } => {
                 let message = message
@@ -578,6 +623,22 @@ where
                     .expect("ResponseFuture polled after completion");
                 Poll::Ready(Ok(bad_request(message)))
             }
+        }
+    }
+}
+
+/// The handler's answer, its body keeping `end` until the last frame.
+#[inline]
+fn answer<B, E>(
+    result: Result<Response<B>, E>,
+    end: RequestEnd,
+) -> Result<Response<ContextBody<B>>, E> {
+    match result {
+        Ok(response) => Ok(response.map(|body| ContextBody::new(body, end))),
+        Err(error) => {
+            // The handler is over; the connection reports the error.
+            end.complete();
+            Err(error)
         }
     }
 }
