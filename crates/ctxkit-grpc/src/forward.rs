@@ -109,6 +109,17 @@ impl Propagation {
     /// assert!(Propagation::none().restore(&metadata).is_none());
     /// ```
     pub fn restore(&self, metadata: &HeaderMap) -> Option<ForwardHeaders> {
+        self.restore_seeing(metadata, None).0
+    }
+
+    /// [`restore`](Self::restore), and the first value of `also` if the
+    /// metadata has it, found in the same walk: the server layer reads
+    /// `grpc-timeout` this way rather than hashing its name for a lookup.
+    pub(crate) fn restore_seeing<'m>(
+        &self,
+        metadata: &'m HeaderMap,
+        also: Option<&HeaderName>,
+    ) -> (Option<ForwardHeaders>, Option<&'m HeaderValue>) {
         // One pass over the call's metadata, which holds a handful of names,
         // and no lookup at all: cheaper, on every call, than hashing each
         // configured name to find it absent, or each one found to get its
@@ -116,6 +127,7 @@ impl Propagation {
         let mut restored: Option<ForwardHeaders> = None;
         let mut tracestate = None;
         let mut traceparent_kept = false;
+        let mut seen = None;
         let mut fields = metadata.iter().peekable();
         while let Some((name, first)) = fields.next() {
             // A name's further values follow its first one; only a name sent
@@ -123,6 +135,9 @@ impl Propagation {
             let mut rest = Vec::new();
             while let Some((_, value)) = fields.next_if(|(next, _)| *next == name) {
                 rest.push(value);
+            }
+            if also == Some(name) {
+                seen = Some(first);
             }
             // The configured name is the one kept: usually static, where the
             // call's own is a slice of its buffer (a clone shares it).
@@ -150,7 +165,7 @@ impl Propagation {
                     .insert(TRACESTATE_NAME, value);
             }
         }
-        restored
+        (restored, seen)
     }
 
     /// Adds to `metadata` the propagated names that `values` holds and

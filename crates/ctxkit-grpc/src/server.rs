@@ -220,14 +220,19 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let caller_timeout = match request.headers().get(&GRPC_TIMEOUT) {
+        let config = &*self.config;
+        // One walk over the metadata for both the propagated values and
+        // `grpc-timeout`.
+        let (values, timeout) = config
+            .propagation
+            .restore_seeing(request.headers(), Some(&GRPC_TIMEOUT));
+        let caller_timeout = match timeout {
             None => None,
             Some(value) => match TimeoutHeader::GrpcTimeout.decode(value.as_bytes()) {
                 Ok(timeout) => Some(timeout),
                 Err(error) => return ServerFuture::answered(timeout_header_status(&error)),
             },
         };
-        let config = &*self.config;
         let limit = match (caller_timeout, config.max_timeout) {
             (Some(caller), Some(max)) => Some(caller.min(max)),
             (one, other) => one.or(other),
@@ -236,7 +241,7 @@ where
         // The clock is read only for a call that has one: the deadline is
         // measured from the call's arrival, which is now.
         let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
-        let parent = match config.propagation.restore(request.headers()) {
+        let parent = match values {
             Some(values) => config.root.with_value(values),
             None => config.root.clone(),
         };
