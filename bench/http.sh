@@ -6,11 +6,16 @@
 #
 # Usage: bench/http.sh [load|callgrind]
 #
-# load (the default): each server is loaded alone, the servers take turns
-# (the order rotates every round), several rounds; reports per server the
-# requests per second and the server's CPU time per request (user + system,
-# from /proc), their medians and ranges over the rounds, and the ratio to
-# axum measured in the same round.
+# load (the default): each server is loaded alone; in each round and for
+# each tool the servers take turns in the order A B ... B A (the first one
+# rotates every round), so that each runs twice, placed symmetrically, and
+# a steady drift in the machine's speed during the round hits each alike.
+# Per round a server's requests per second is the mean of its two runs and
+# its CPU time per request (user + system, from /proc) is over both; its
+# ratio to axum is taken within the round. Reported: per server the
+# medians over the rounds, the middle half (25th to 75th percentile) and
+# the range, how many rounds reached 0.97 of axum, and the load average
+# at each run (a VM's neighbours move the numbers more than the code does).
 #
 # callgrind: each server runs under `valgrind --tool=callgrind`; h2load
 # sends a fixed number of requests (HTTP/1.1 with --h1, then HTTP/2), and
@@ -20,7 +25,7 @@
 #
 # Environment: MODES (default "axum server"; also server-nodelay, bare,
 # layer: see crates/ctxkit-http/examples/bench_server.rs), ROUNDS (default
-# 7), DURATION (seconds per load, default 3), CONNECTIONS (default 25),
+# 9), DURATION (seconds per run, default 2), CONNECTIONS (default 25),
 # STREAMS (h2load streams per connection, default 10), REQUESTS (callgrind,
 # default 20000), PIN (default 1: with 2 or more cores, the server runs on
 # the last core and the load generator on the others, so that they do not
@@ -30,8 +35,8 @@ cd "$(dirname "$0")/.."
 
 what=${1:-load}
 read -r -a modes <<<"${MODES:-axum server}"
-rounds=${ROUNDS:-7}
-duration=${DURATION:-3}
+rounds=${ROUNDS:-9}
+duration=${DURATION:-2}
 connections=${CONNECTIONS:-25}
 streams=${STREAMS:-10}
 requests=${REQUESTS:-20000}
@@ -157,68 +162,90 @@ fi
 # The server's CPU time so far, in clock ticks (user + system).
 cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
 
-# load TOOL MODE ROUND: loads one server alone, then records its CPU ticks.
+# load TOOL MODE RUN: loads one server alone, then records its CPU ticks
+# and the load average.
 load() {
-    local tool=$1 mode=$2 round=$3 before
+    local tool=$1 mode=$2 run=$3 before
     before=$(cpu "$mode")
     if [ "$tool" = wrk ]; then
         on "$client_cpus" wrk -t1 -c"$connections" -d"${duration}s" "http://${addr[$mode]}/"
     else
         on "$client_cpus" h2load -D"$duration" -c"$connections" -m"$streams" -t1 "http://${addr[$mode]}/"
-    fi >"$out/$tool-$mode-$round.txt"
-    echo "cpu_ticks $(($(cpu "$mode") - before))" >>"$out/$tool-$mode-$round.txt"
+    fi >"$out/$tool-$mode-$run.txt"
+    echo "cpu_ticks $(($(cpu "$mode") - before))" >>"$out/$tool-$mode-$run.txt"
+    echo "loadavg $(cut -d' ' -f1 /proc/loadavg)" >>"$out/$tool-$mode-$run.txt"
 }
 
 for mode in "${modes[@]}"; do start "$mode"; done
 for mode in "${modes[@]}"; do on "$client_cpus" wrk -t1 -c"$connections" -d1s "http://${addr[$mode]}/" >/dev/null; done # warm-up
 for round in $(seq "$rounds"); do
     for tool in wrk h2load; do
-        # The servers take turns, each round in another order, so that a
-        # change in the machine's load hits each alike over the rounds.
-        for i in "${!modes[@]}"; do
-            mode=${modes[(i + round) % ${#modes[@]}]}
-            load "$tool" "$mode" "$round"
+        # A B ... then ... B A, starting with another server each round.
+        order=()
+        for i in "${!modes[@]}"; do order+=("${modes[(i + round) % ${#modes[@]}]}"); done
+        for ((i = ${#order[@]} - 1; i >= 0; i--)); do order+=("${order[i]}"); done
+        declare -A pass=()
+        for mode in "${order[@]}"; do
+            pass[$mode]=$((${pass[$mode]:-0} + 1))
+            load "$tool" "$mode" "$round-${pass[$mode]}"
             printf '%s round %s %s: %s\n' "$tool" "$round" "$mode" \
-                "$(grep -hE 'Requests/sec|finished in' "$out/$tool-$mode-$round.txt" | tr -s ' ')" >&2
+                "$(grep -hE 'Requests/sec|finished in' "$out/$tool-$mode-$round-${pass[$mode]}.txt" | tr -s ' ')" >&2
         done
+        unset pass
     done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" >&2
 
-# The table: per mode and tool, the median and range over the rounds of
-# requests per second and of the server's CPU time per request; against
-# axum, the ratio and the difference taken within each round (the two ran
-# in the same minute), their medians and ranges.
+# The table: per mode and tool, over the rounds, requests per second and
+# the server's CPU time per request; against axum, the ratio and the
+# difference taken within each round (the runs interleaved A B B A).
 python3 - "$out" "$rounds" "$(getconf CLK_TCK)" "${modes[@]}" <<'PY'
 import re, statistics, sys
 out, rounds, tck, modes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-def run(tool, mode, r):
-    """(requests/s, server CPU µs per request) of one run."""
-    text = open(f"{out}/{tool}-{mode}-{r}.txt").read()
+loads = []
+def one(tool, mode, run):
+    """(requests/s, requests, CPU ticks) of one run."""
+    text = open(f"{out}/{tool}-{mode}-{run}.txt").read()
     ticks = int(re.search(r"cpu_ticks (\d+)", text).group(1))
+    loads.append(float(re.search(r"loadavg ([\d.]+)", text).group(1)))
     if tool == "wrk":
-        assert "Non-2xx" not in text and "Socket errors" not in text, f"wrk {mode} round {r}: errors"
+        assert "Non-2xx" not in text and "Socket errors" not in text, f"wrk {mode} run {run}: errors"
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
         done = int(re.search(r"(\d+) requests in", text).group(1))
     else:
         failed = int(re.search(r"requests: .* (\d+) failed", text).group(1))
-        assert failed == 0, f"h2load {mode} round {r}: {failed} failed"
+        assert failed == 0, f"h2load {mode} run {run}: {failed} failed"
         rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
         done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
-    return rate, ticks / tck * 1e6 / done
+    return rate, done, ticks
+def run(tool, mode, r):
+    """(requests/s, server CPU µs per request) of one round: both runs."""
+    a, b = one(tool, mode, f"{r}-1"), one(tool, mode, f"{r}-2")
+    return (a[0] + b[0]) / 2, (a[2] + b[2]) / tck * 1e6 / (a[1] + b[1])
+def quartiles(xs):
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
 def spread(xs, fmt):
-    return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))} to {fmt.format(max(xs))})"
-print(f"Each server alone, taking turns; median (min to max) of {rounds} rounds; ratio and added are against axum in the same round.\n")
-print("| tool | server | req/s | ratio to axum | server CPU µs/request | added µs/request |")
-print("|---|---|---:|---:|---:|---:|")
+    lo, hi = quartiles(xs)
+    f = fmt.format
+    return f"{f(statistics.median(xs))} ({f(lo)} to {f(hi)}; {f(min(xs))} to {f(max(xs))})"
+print(f"Each server alone, A B B A within each round; median (middle half; min to max) of {rounds} rounds;")
+print("ratio and added are against axum within the same round.\n")
+print("| tool | server | req/s | ratio to axum | rounds ≥ 0.97 | server CPU µs/request | added µs/request |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for tool in ("wrk", "h2load"):
     runs = {m: [run(tool, m, r) for r in range(1, rounds + 1)] for m in modes}
     for m in modes:
         rates = [x[0] for x in runs[m]]
         cpus = [x[1] for x in runs[m]]
-        ratio = added = ""
+        ratio = added = reached = ""
         if m != "axum" and "axum" in runs:
-            ratio = spread([a[0] / b[0] for a, b in zip(runs[m], runs["axum"])], "{:.3f}")
+            ratios = [a[0] / b[0] for a, b in zip(runs[m], runs["axum"])]
+            ratio = spread(ratios, "{:.3f}")
+            reached = f"{sum(x >= 0.97 for x in ratios)} of {rounds}"
             added = spread([a[1] - b[1] for a, b in zip(runs[m], runs["axum"])], "{:+.2f}")
-        print(f"| {tool} | {m} | {spread(rates, '{:,.0f}')} | {ratio} | {spread(cpus, '{:.2f}')} | {added} |")
+        print(f"| {tool} | {m} | {spread(rates, '{:,.0f}')} | {ratio} | {reached} | {spread(cpus, '{:.2f}')} | {added} |")
+print(f"\nLoad average (1 min) at the end of each run: median {statistics.median(loads):.2f}, {min(loads):.2f} to {max(loads):.2f}.")
 PY
