@@ -201,6 +201,11 @@ impl Server {
     /// Serves `service` on `listener` until the root context ends, then
     /// shuts down as the type's documentation says.
     ///
+    /// An axum `Router` given as it is has its handlers turned into routes
+    /// once, as `axum::serve` does; called as it is, a `Router` would
+    /// build each request's route anew. A router wrapped in other layers
+    /// is served as given: call `with_state(())` on it before wrapping it.
+    ///
     /// # Errors
     ///
     /// None today: accept errors (a client that reset before being accepted,
@@ -440,5 +445,25 @@ impl AsyncWrite for DeferEof {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         self.project().stream.poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_router_keeps_its_routes_and_other_services_pass_unchanged() {
+        let router = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "root" }))
+            .fallback(|| async { (http::StatusCode::NOT_FOUND, "none") });
+        let router = eager_routes(router);
+        for (path, status) in [("/", 200), ("/elsewhere", 404)] {
+            let request = Request::get(path).body(axum::body::Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status, "{path}");
+        }
+        assert_eq!(eager_routes(7_u8), 7);
     }
 }
