@@ -2,7 +2,7 @@
 
 use ctxkit::{CancelHandle, Cause, Context};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Why a request's context ended: its [`cause`](Context::cause), which
 /// downcasts to `Ended`. A deadline (the caller's or the server's maximum) is
@@ -61,9 +61,9 @@ impl Ended {
     /// cancel at the caller's line. The HTTP and gRPC layers end every
     /// request this way.
     ///
-    /// The cause is one `Arc` per variant, shared by every request it
-    /// ends (the core keeps a [`Cause`] as it is), so ending a request
-    /// allocates nothing; it still downcasts to `Ended`.
+    /// The cause is one `Arc` per variant and thread, shared by every
+    /// request it ends there (the core keeps a [`Cause`] as it is), so
+    /// ending a request allocates nothing; it still downcasts to `Ended`.
     ///
     /// ```
     /// use ctxkit::provenance::Origin;
@@ -75,7 +75,7 @@ impl Ended {
     /// assert_eq!(Ended::of(&ctx), Some(Ended::ClientGone));
     /// assert_eq!(ctx.provenance().unwrap().origin(), Origin::Integration("client gone"));
     ///
-    /// // Every request ended the same way shares one cause.
+    /// // Requests ended the same way on one thread share one cause.
     /// let (one, end_one) = Context::background().with_cancel();
     /// let (other, end_other) = Context::background().with_cancel();
     /// Ended::Completed.end(&end_one);
@@ -93,11 +93,30 @@ impl Ended {
         }
     }
 
-    /// This variant as a [`Cause`]: the same `Arc` every time.
+    /// This variant as a [`Cause`]: the same `Arc` every time on a thread.
+    /// One per thread rather than one per process, so that the reference
+    /// counts of the requests ended on one core do not bounce between the
+    /// caches of all the others.
     #[inline]
     fn cause(self) -> Cause {
-        static CAUSES: [OnceLock<Cause>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-        CAUSES[self as usize].get_or_init(|| Arc::new(self)).clone()
+        thread_local! {
+            static CAUSES: [Cause; 3] = [
+                Arc::new(Ended::ClientGone),
+                Arc::new(Ended::Completed),
+                Arc::new(Ended::Shutdown),
+            ];
+        }
+        CAUSES
+            .try_with(|causes| {
+                let [client_gone, completed, shutdown] = causes;
+                match self {
+                    Ended::ClientGone => client_gone.clone(),
+                    Ended::Completed => completed.clone(),
+                    Ended::Shutdown => shutdown.clone(),
+                }
+            })
+            // A thread being torn down: its own `Arc`.
+            .unwrap_or_else(|_| Arc::new(self))
     }
 
     /// A short name for logs: `client_gone`, `completed`, `shutdown`.
