@@ -362,9 +362,7 @@ fn ended(
     cx: &mut std::task::Context<'_>,
 ) -> Option<Status> {
     let ctx = ctx?;
-    if let Some(status) = context_status(ctx) {
-        return Some(status);
-    }
+    // No check before: a context already ended makes the wait ready at once.
     let done = done.get_or_insert_with(|| ctx.done_owned());
     match Pin::new(done).poll(cx) {
         Poll::Ready(_) => context_status(ctx),

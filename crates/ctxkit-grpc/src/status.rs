@@ -80,15 +80,24 @@ impl IntoStatus for ctxkit_sql::Error {
 /// assert_eq!(status.code(), Code::Cancelled);
 /// assert!(status.message().starts_with("context canceled: the client closed"));
 /// ```
+// Inlined: the layers ask on every poll, and almost always the context is
+// live, which is one load; building the status is out of line.
+#[inline]
 pub fn context_status(ctx: &Context) -> Option<Status> {
     let err = ctx.err()?;
+    Some(ended_status(ctx, err))
+}
+
+#[cold]
+#[inline(never)]
+fn ended_status(ctx: &Context, err: ctxkit::Error) -> Status {
     let message = match ctx.cause() {
         Some(cause) if cause.downcast_ref::<ctxkit::Error>().is_none() => {
             format!("{err}: {cause}")
         }
         _ => err.to_string(),
     };
-    Some(Status::new(code_of(err), message))
+    Status::new(code_of(err), message)
 }
 
 /// The status answered to a malformed `grpc-timeout`: `INTERNAL`, as
