@@ -29,7 +29,11 @@
 # STREAMS (h2load streams per connection, default 10), REQUESTS (callgrind,
 # default 20000), PIN (default 1: with 2 or more cores, the server runs on
 # the last core and the load generator on the others, so that they do not
-# take turns on one core), OUT (default target/bench-http).
+# take turns on one core), OUT (default target/bench-http), BASELINE (a
+# bench_server binary built from other code, such as the commit before a
+# change: a MODES entry written base:MODE runs MODE with it, so that
+# `MODES="axum server base:server"` compares a change with its baseline
+# within each round).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,7 +88,12 @@ start() {
     [ -n "$server_cpus" ] && pin=(taskset -c "$server_cpus")
     # Not through `on`: $! must be the server's own pid (taskset and
     # valgrind exec it), for /proc and callgrind_control.
-    "${pin[@]}" "$@" "$server_bin" "$mode" 127.0.0.1:0 >"$out/server-$mode.out" 2>"$out/server-$mode.err" &
+    local bin=$server_bin run_mode=$mode
+    if [[ $mode == base:* ]]; then
+        bin=${BASELINE:?"bench/http.sh: $mode needs BASELINE, a bench_server binary"}
+        run_mode=${mode#base:}
+    fi
+    "${pin[@]}" "$@" "$bin" "$run_mode" 127.0.0.1:0 >"$out/server-$mode.out" 2>"$out/server-$mode.err" &
     pid[$mode]=$!
     for _ in $(seq 600); do # valgrind starts slowly
         addr[$mode]=$(sed -n 's/{"listening":"\(.*\)"}/\1/p' "$out/server-$mode.out")
