@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// the same time.
 static QUIET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Held by the tests that switch `track_roots`, which is process-wide.
+static TRACKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn kinds(tree: &Tree) -> Vec<Kind> {
     tree.entries()
         .iter()
@@ -83,6 +86,9 @@ fn lists_every_kind_with_the_layers_between() {
 
 #[test]
 fn a_without_cancel_context_lists_its_own_descendants() {
+    let _tracking = TRACKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (root, _c) = Context::background().with_cancel();
     let detached = root.without_cancel();
     let (_a, _a_cancel) = detached.with_cancel();
@@ -162,6 +168,9 @@ fn ended_contexts_show_their_cause() {
 fn background_says_it_does_not_track_until_asked() {
     // The only test of this binary that switches tracking on: the others
     // never look at background's children.
+    let _tracking = TRACKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     tree::track_roots(false);
     let (_before, _b) = Context::background().with_cancel();
     let untracked = Context::background().tree();

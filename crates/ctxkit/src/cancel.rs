@@ -34,6 +34,12 @@
 //!   the one slot, so they order: a child is either taken by the drain or
 //!   finds the slot closed and registers under the lock, where it sees the
 //!   scope done.
+//! - A cancel returns only once its subtree is done, even one that lost the
+//!   race for the scope: the winner ends the scope with `DRAINING` set when
+//!   it has anything to drain and clears it once everything below is done;
+//!   a loser waits for that. A cancel waits only after clearing all of its
+//!   own `DRAINING` bits (for the scopes below that another cancel ended
+//!   first), so two cancels never wait for each other.
 //! - A scope's own deadline (`deadline`) changes only under both the scope's
 //!   lock and its timer shard's lock, together with its timer entry, whose
 //!   key it is. Whoever holds the shard lock therefore finds the entry by it.
@@ -77,6 +83,13 @@ const END_KIND_SHIFT: u32 = 3;
 const END_KIND: u8 = 7 << END_KIND_SHIFT;
 /// The bits of a done status that give its `Error`.
 const ERR: u8 = 3;
+/// Or-ed into a done status while the cancel that ended the scope is still
+/// ending its descendants: a cancel that lost the race for the scope waits
+/// for it to come off (`Scope::wait_drained`), so that every `cancel()`
+/// returns only once the whole subtree is done. Set in the very store that
+/// ends the scope, so whoever sees the scope done sees it; cleared once, by
+/// the winner.
+const DRAINING: u8 = 1 << 6;
 /// Where a scope's deadline goes: its timer shard (0 to 15), or `Merged`
 /// for a merged scope (whose shard is 0: it has no deadline when built).
 /// An enum rather than a `u8`, so that its unused values give `Layer` its
@@ -221,7 +234,7 @@ impl Scope {
     pub(crate) fn ended_with_default_cause(&self) -> Option<Error> {
         // Acquire, as in `err`. How the scope was cancelled (`END_KIND`)
         // does not matter to its children.
-        match self.status.load(Ordering::Acquire) & !END_KIND {
+        match self.status.load(Ordering::Acquire) & !(END_KIND | DRAINING) {
             CANCELED => Some(Error::Canceled),
             DEADLINE_EXCEEDED => Some(Error::DeadlineExceeded),
             _ => None,
@@ -369,23 +382,72 @@ impl Scope {
         let Inner::Live(registry) = std::mem::replace(&mut *inner, Inner::Done(cause)) else {
             unreachable!()
         };
-        let status = status_of(err) | custom | (kind as u8) << END_KIND_SHIFT;
-        // Release: publishes the cause (and everything before) to `err` readers.
-        self.status.store(status, Ordering::Release);
         // Acquire: the child's registration (its weak reference) happens
-        // before we take it. Under the lock, so that `end_record` (and a
-        // snapshot) find the slot closed once the status is done.
+        // before we take it. Closed before the status says done, under the
+        // lock: a reader that sees the scope done finds the slot closed and
+        // its end's record there (`end_record`, a snapshot), and we know
+        // whether there is a subtree to drain before the one store that
+        // ends the scope (see `DRAINING`). A child that finds the slot
+        // closed registers under the lock, and so sees the scope done.
         let first = self
             .first_child
             .swap(closed_slot(site, at), Ordering::AcqRel);
+        let child_in_slot = slot_child(first);
+        let draining = if child_in_slot.is_some() || !registry.is_empty() {
+            DRAINING
+        } else {
+            0
+        };
+        let status = status_of(err) | custom | (kind as u8) << END_KIND_SHIFT | draining;
+        // Release: publishes the cause (and everything before) to `err` readers.
+        self.status.store(status, Ordering::Release);
         drop(inner);
         let mut registry = registry;
-        if let Some(child) = slot_child(first) {
+        if let Some(child) = child_in_slot {
             // SAFETY: the slot held this weak reference, put there by
             // `attach_first_child`; the swap made it ours.
             registry.insert(Registration::Child(unsafe { WeakNodeRef::from_raw(child) }));
         }
         Some(registry)
+    }
+
+    /// The winner's end of a drain: every descendant it reached is done.
+    fn drained(&self) {
+        // A load and a store, not a read-modify-write: once the scope is
+        // done only its winner writes the status. Release: the descendants'
+        // ends happen before a loser's Acquire load sees the bit clear.
+        let status = self.status.load(Ordering::Relaxed);
+        self.status.store(status & !DRAINING, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.status.load(Ordering::Acquire) & DRAINING != 0
+    }
+
+    /// For a cancel that found the scope already ended: returns once the
+    /// cancel that ended it has ended its descendants. A short wait, and
+    /// rare (two cancels racing over one subtree); the winner takes no lock
+    /// of ours and waits for nothing but other drains below it, so it always
+    /// gets there. Not on a thread inside a drain of its own (a drop of a
+    /// user value it runs may cancel): that drain could be the one waited
+    /// for.
+    #[inline]
+    pub(crate) fn wait_drained(&self) {
+        // The common case, a handle dropped after its own cancel: one load.
+        if self.is_draining() {
+            self.wait_drained_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait_drained_slow(&self) {
+        if Draining::on_this_thread() {
+            return;
+        }
+        while self.is_draining() {
+            thread::yield_now();
+        }
     }
 
     /// How many registrations the scope holds, 0 once done.
@@ -524,14 +586,15 @@ pub(crate) fn attach_other(node: &NodeRef, other: &Scope, key: &AtomicU32) {
 /// Registers `node` with `parent`, keeping its place in `key`; if the parent
 /// has ended, returns the error and cause it ended with.
 ///
-/// The lock-free slot alone would not see a parent that has ended but not yet
-/// closed its slot (`finish` stores the status, then closes the slot): that
-/// parent's cancel would still drain and end `node`, but perhaps only after
-/// we return. A caller that saw the parent done must get a child that is
-/// done at once, so after taking the slot we look at the parent's status:
-/// read-read coherence makes this load see any end the caller saw. The
-/// drain may still take `node` from the slot; it then finds `node` ended
-/// (the first cancellation wins).
+/// A caller that saw the parent done must get a child that is done at once.
+/// `finish` closes the slot before the store that says done, so a child
+/// that got into the slot got there before any end the caller could have
+/// seen; that parent's drain takes it and ends it. After taking the slot we
+/// still look at the parent's status (read-read coherence makes this load
+/// see any end the caller saw), so that a child whose parent's end has
+/// begun meanwhile is done on return rather than when the drain reaches
+/// it. The drain may still take `node` from the slot; it then finds `node`
+/// ended (the first cancellation wins).
 fn register(node: &NodeRef, key: &AtomicU32, parent: &Scope) -> Result<(), (Error, Option<Cause>)> {
     if !attach_first_child(node, key, parent) {
         return attach_locked(node, key, parent);
@@ -597,21 +660,37 @@ fn attach_locked(
 pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: Origin) {
     let scope = node.scope().expect("cancel takes a scope node");
     let Some(registry) = scope.finish(err, cause.clone(), origin) else {
+        scope.wait_drained();
         return;
     };
-    leave(node, scope, origin);
     if registry.is_empty() {
+        leave(node, scope, origin);
         emit(node, origin);
         return;
     }
 
+    let draining = Draining::enter();
+    // Leaves the parent (and the timer) only once the subtree is done, so
+    // that a cancel of the parent that finds us there waits for it too.
+    let root = Drained { node, origin };
     let mut wake = Wakeups::default();
+    // Descendants that another cancel ended first: waited for at the end.
+    let mut others: Vec<NodeRef> = Vec::new();
     // An explicit stack rather than recursion: trees may be very deep. It
     // allocates only when there are children to descend into. Each registry
-    // goes with the address of the scope it came from, for merged children.
-    let mut pending = Vec::new();
-    let mut next = Some((registry, scope as *const Scope as usize));
-    while let Some((registry, drained)) = next.take().or_else(|| pending.pop()) {
+    // goes with the address of the scope it came from, for merged children;
+    // below it on the stack, that scope's `Drained`, popped (and so cleared)
+    // once everything above it, its subtree, is done.
+    let mut pending: Vec<Step> = Vec::new();
+    let mut next = Some(Step::Drain(registry, scope as *const Scope as usize));
+    while let Some(step) = next.take().or_else(|| pending.pop()) {
+        let (registry, drained) = match step {
+            Step::Drain(registry, drained) => (registry, drained),
+            Step::Drained(subtree_done) => {
+                drop(subtree_done); // clears its bit
+                continue;
+            }
+        };
         for registration in registry.drain() {
             match registration {
                 Registration::Child(child) => {
@@ -626,9 +705,18 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
                     } else {
                         Origin::Parent
                     };
-                    if let Some(grandchildren) = child_scope.finish(err, cause.clone(), origin) {
-                        leave(&child, child_scope, origin);
-                        pending.push((grandchildren, child_scope as *const Scope as usize));
+                    match child_scope.finish(err, cause.clone(), origin) {
+                        Some(grandchildren) if grandchildren.is_empty() => {
+                            leave(&child, child_scope, origin);
+                        }
+                        Some(grandchildren) => {
+                            let address = child_scope as *const Scope as usize;
+                            pending.push(Step::Drained(DrainedChild { child, origin }));
+                            pending.push(Step::Drain(grandchildren, address));
+                        }
+                        // Ended by another cancel, maybe still draining it.
+                        None if child_scope.is_draining() => others.push(child),
+                        None => {}
                     }
                     // Dropping `child` here may free it: it is done, so its
                     // drop takes no lock of ours.
@@ -637,8 +725,89 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
             }
         }
     }
+    drop(root);
+    drop(draining);
+    // Only after our own subtree is marked drained, so that two cancels
+    // waiting for each other's part always both get there.
+    for other in &others {
+        other.scope().expect("children are scopes").wait_drained();
+    }
+    drop(others);
     wake.run();
     emit(node, origin);
+}
+
+/// One step of a cancel's drain.
+enum Step {
+    /// End the children in this registry, which came from the scope at this
+    /// address.
+    Drain(Registry, usize),
+    /// That scope's subtree is done (everything pushed after it popped).
+    Drained(DrainedChild),
+}
+
+/// The scope this cancel started from: when this drops, once its subtree is
+/// done (or while unwinding from a panic in a drop of a user value, so that
+/// no other cancel waits for ever), it leaves its parent and the timer and
+/// its `DRAINING` bit comes off.
+struct Drained<'a> {
+    node: &'a NodeRef,
+    origin: Origin,
+}
+
+impl Drop for Drained<'_> {
+    fn drop(&mut self) {
+        let scope = self.node.scope().expect("only scopes drain");
+        leave(self.node, scope, self.origin);
+        scope.drained();
+    }
+}
+
+/// A descendant's [`Drained`], which keeps the descendant alive until then.
+struct DrainedChild {
+    child: NodeRef,
+    origin: Origin,
+}
+
+impl Drop for DrainedChild {
+    fn drop(&mut self) {
+        let scope = self.child.scope().expect("only scopes drain");
+        leave(&self.child, scope, self.origin);
+        scope.drained();
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// How many drains this thread is inside (a drop of a user value during
+    /// one may cancel, and drain, again).
+    static DRAINS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+// A model's threads share one real thread: each needs its own count.
+#[cfg(loom)]
+loom::thread_local! {
+    static DRAINS: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+
+/// This thread is inside a drain while one of these lives.
+struct Draining;
+
+impl Draining {
+    fn enter() -> Draining {
+        DRAINS.with(|drains| drains.set(drains.get() + 1));
+        Draining
+    }
+
+    fn on_this_thread() -> bool {
+        DRAINS.with(|drains| drains.get() > 0)
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        DRAINS.with(|drains| drains.set(drains.get() - 1));
+    }
 }
 
 /// The `tracing` event of a cancellation that `origin` started (feature

@@ -312,7 +312,13 @@ impl CancelHandle {
         // Skip the allocation of a cause and the lock when there is nothing
         // left to cancel.
         let scope = node.scope().expect("a handle holds a scope node");
-        (!scope.is_done()).then_some(node)
+        if scope.is_done() {
+            // Another cancel ended it first: ours still returns only once
+            // that one has ended the whole subtree.
+            scope.wait_drained();
+            return None;
+        }
+        Some(node)
     }
 }
 

@@ -123,6 +123,32 @@ impl std::error::Error for Named {}
 /// A child derived while its parent is being cancelled is either drained by
 /// that cancel or sees the parent done at registration: it always ends up
 /// done, with the parent's error and cause, and out of the timer.
+/// Two cancels race over one subtree: the parent's, and the child's own
+/// (or a second cancel of the same context). The loser finds the child
+/// already ended, but its `cancel()` must still return only once every
+/// descendant reports done, whichever cancel is still draining them.
+#[test]
+fn a_losing_cancel_returns_after_the_subtree() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        let (grandchild, _g) = child.with_cancel();
+        let loser = {
+            let grandchild = grandchild.clone();
+            thread::spawn(move || {
+                cancel_child.cancel();
+                assert!(grandchild.is_done(), "the child's cancel returned first");
+            })
+        };
+        cancel_parent.cancel();
+        assert!(
+            child.is_done() && grandchild.is_done(),
+            "the parent's cancel returned first"
+        );
+        loser.join().unwrap();
+    });
+}
+
 #[test]
 fn cancel_vs_child_registration() {
     model(|| {

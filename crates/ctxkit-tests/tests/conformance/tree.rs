@@ -197,6 +197,65 @@ fn concurrent_cancels_of_every_node_of_a_tree_end_with_all_done() {
 }
 
 #[test]
+fn every_cancel_returns_after_its_whole_subtree_even_one_that_lost_the_race() {
+    within_patience("racing cancels (deadlock?)", || {
+        for round in 0..20u64 {
+            // A random tree of ~200 nodes, each a random node's child.
+            let mut rng = Rng(round + 101);
+            let (root, root_cancel) = Context::background().with_cancel();
+            let mut nodes = vec![(root, root_cancel)];
+            let mut parents = vec![usize::MAX];
+            for _ in 0..200 {
+                let parent = rng.below(nodes.len() as u64) as usize;
+                let child = nodes[parent].0.with_cancel();
+                nodes.push(child);
+                parents.push(parent);
+            }
+            // Each node's subtree: itself and everything below it.
+            let contexts: Arc<Vec<Context>> =
+                Arc::new(nodes.iter().map(|(ctx, _)| ctx.clone()).collect());
+            let mut subtrees: Vec<Vec<usize>> = (0..nodes.len()).map(|n| vec![n]).collect();
+            for node in (1..nodes.len()).rev() {
+                let below = subtrees[node].clone();
+                subtrees[parents[node]].extend(below);
+            }
+            let subtrees = Arc::new(subtrees);
+            // Four threads cancel the nodes in four different orders, so
+            // most cancels lose to another that is still draining.
+            let handles: Arc<Vec<CancelHandle>> =
+                Arc::new(nodes.into_iter().map(|(_, handle)| handle).collect());
+            let start = Arc::new(Barrier::new(4));
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let (contexts, subtrees, handles, start) =
+                        (contexts.clone(), subtrees.clone(), handles.clone(), start.clone());
+                    let mut order: Vec<usize> = (0..handles.len()).collect();
+                    let mut rng = Rng(round * 4 + t + 1);
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    thread::spawn(move || {
+                        start.wait();
+                        for node in order {
+                            handles[node].cancel();
+                            let undone = subtrees[node].iter().find(|&&n| !contexts[n].is_done());
+                            assert!(
+                                undone.is_none(),
+                                "cancel() of node {node} returned before node {undone:?} below it was done"
+                            );
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            assert!(contexts.iter().all(|ctx| ctx.registrations() == 0));
+        }
+    });
+}
+
+#[test]
 fn a_child_cancelled_by_a_thread_woken_by_the_parents_cancel_does_not_deadlock() {
     within_patience("re-entrant cancel (deadlock?)", || {
         let (parent, cancel) = Context::background().with_cancel();
