@@ -265,13 +265,14 @@ impl<S> ContextService<S> {
     /// `parent` (when a request carries no context of its own), and the
     /// tower service `S` is cloned and called inside the response future,
     /// as hyper-util's `TowerToHyperService` would, but without nesting
-    /// its future in ours: one move of the request fewer, and no clone of
-    /// the layer's state per request.
+    /// its future in ours: one move of the request fewer.
     pub(crate) fn for_connection(self, parent: Context) -> ConnectionService<S> {
         ConnectionService {
             inner: self.inner,
-            config: self.config,
-            parent,
+            connection: Arc::new(PerConnection {
+                config: self.config,
+                parent,
+            }),
         }
     }
 }
@@ -280,10 +281,16 @@ impl<S> ContextService<S> {
 /// connection: see [`ContextService::for_connection`].
 pub(crate) struct ConnectionService<S> {
     inner: S,
+    /// One `Arc` for what each request's future needs besides the
+    /// service: one reference count to move per request, not two.
+    connection: Arc<PerConnection>,
+}
+
+/// The layer's configuration and the connection's context.
+pub(crate) struct PerConnection {
     config: Arc<Config>,
-    /// The connection's context: handed over here rather than in each
-    /// request's extensions, which would cost an insert and a lookup per
-    /// request.
+    /// Handed over here rather than in each request's extensions, which
+    /// would cost an insert and a lookup per request.
     parent: Context,
 }
 
@@ -299,8 +306,7 @@ where
 
     fn call(&self, request: Request<ReqB>) -> Self::Future {
         ConnectionFuture::Waiting {
-            config: self.config.clone(),
-            parent: self.parent.clone(),
+            connection: self.connection.clone(),
             service: self.inner.clone(),
             request: Some(request),
         }
@@ -320,7 +326,7 @@ pin_project! {
     /// higher cost than one child at a time.
     #[project = ConnectionFutureProj]
     pub(crate) enum ConnectionFuture<S, R, F> {
-        Waiting { config: Arc<Config>, parent: Context, service: S, request: Option<R> },
+        Waiting { connection: Arc<PerConnection>, service: S, request: Option<R> },
         Called { #[pin] future: F, end: Option<RequestEnd>, span: RequestSpan },
         Rejected { message: Option<String> },
     }
@@ -336,14 +342,13 @@ where
         loop {
             match self.as_mut().project() {
                 ConnectionFutureProj::Waiting {
-                    config,
-                    parent,
+                    connection,
                     service,
                     request,
                 } => {
                     ready!(service.poll_ready(cx))?;
                     let pending = request.as_mut().expect("polled after the call");
-                    match config.begin(Some(parent), pending) {
+                    match connection.config.begin(Some(&connection.parent), pending) {
                         Ok((end, span)) => {
                             let request = request.take().expect("still here");
                             let future = {
