@@ -20,11 +20,11 @@
 //! The word lags the OS clock by up to a tick while the thread runs on time.
 //! When the whole process is starved of CPU (an overloaded machine, a CPU
 //! quota), the thread may run late and the word lags by as long: times read
-//! meanwhile are early, ages short. In a child of `fork()` that does not
-//! `exec`, the thread is gone while the word says it ticks: times there stay
-//! at the fork's, until the next second-long quiet period... which never
-//! comes, as nothing ticks. Provenance is for diagnostics: none of this
-//! touches deadlines, which the timer keeps with `Instant`.
+//! meanwhile are early, ages short. A child of `fork()` has no ticking
+//! thread (only the forking thread survives a fork), so a fork handler
+//! stops the word in the child, and there every read reads the OS clock.
+//! Provenance is for diagnostics: none of this touches deadlines, which the
+//! timer keeps with `Instant`.
 //!
 //! # The word
 //!
@@ -166,6 +166,11 @@ static CLOCK: Word = Word::new();
 #[cfg(not(loom))]
 static TICKER: std::sync::OnceLock<Option<std::thread::Thread>> = std::sync::OnceLock::new();
 
+/// Set in a child of `fork()`, which has no ticking thread: the word stays
+/// stopped there, and every read reads the OS clock.
+#[cfg(not(loom))]
+static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A read that found the word stopped: the OS clock, and the thread woken
 /// (started the first time).
 #[cold]
@@ -173,7 +178,8 @@ static TICKER: std::sync::OnceLock<Option<std::thread::Thread>> = std::sync::Onc
 fn now_stopped() -> u64 {
     let now = os_ticks();
     #[cfg(not(loom))]
-    if !matches!(TICKER.get(), Some(None)) && CLOCK.restart(now) {
+    if !matches!(TICKER.get(), Some(None)) && !FORKED.load(Ordering::Relaxed) && CLOCK.restart(now)
+    {
         match TICKER.get_or_init(start) {
             Some(thread) => thread.unpark(),
             None => CLOCK.give_up(),
@@ -185,6 +191,7 @@ fn now_stopped() -> u64 {
 /// Starts the ticking thread: a small stack, as it only loops.
 #[cfg(not(loom))]
 fn start() -> Option<std::thread::Thread> {
+    stop_in_forked_children();
     std::thread::Builder::new()
         .name("ctxkit-clock".into())
         .stack_size(64 * 1024)
@@ -218,6 +225,37 @@ fn run() {
             }
         }
     }
+}
+
+/// Registers [`forked`] to run in every child of `fork()` from now on.
+#[cfg(all(unix, not(loom)))]
+fn stop_in_forked_children() {
+    extern "C" {
+        fn pthread_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+        ) -> std::os::raw::c_int;
+    }
+    // SAFETY: `pthread_atfork` is libc's (std links it on every Unix),
+    // declared with its C signature; it only keeps the three function
+    // pointers, and ours is a plain `extern "C"` function that lives as long
+    // as the program. Called once, from `TICKER`'s initialisation. If it
+    // fails (out of memory), a forked child reads a frozen word: times
+    // skewed, diagnostics only.
+    unsafe { pthread_atfork(None, None, Some(forked)) };
+}
+
+#[cfg(all(not(unix), not(loom)))]
+fn stop_in_forked_children() {}
+
+/// In the child of a fork: stops the word for good. Two relaxed stores,
+/// which is all a fork handler may safely do in a child of a threaded
+/// program (no lock, no allocation).
+#[cfg(all(unix, not(loom)))]
+extern "C" fn forked() {
+    FORKED.store(true, Ordering::Relaxed);
+    CLOCK.give_up();
 }
 
 /// The OS's coarse monotonic clock, in ticks.
@@ -303,6 +341,37 @@ mod tests {
         assert!(word.stop(11), "idle since the tick of 11: stops");
         assert!(word.is_stopped());
         assert_eq!(word.read(), None);
+    }
+
+    /// Only the forking thread survives a fork: a child's reads must not
+    /// keep returning the word as the ticking thread last left it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_forked_child_reads_a_clock_that_moves() {
+        extern "C" {
+            fn fork() -> i32;
+            fn _exit(code: i32) -> !;
+            fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+        }
+        now(); // The thread ticks, its fork handler registered.
+               // SAFETY: fork(2) has no arguments. The child calls only what is
+               // safe after a fork in a threaded program: the clock's reads (a
+               // load, then the vDSO's clock), nanosleep and _exit.
+        let pid = unsafe { fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let start = now();
+            std::thread::sleep(Duration::from_millis(100));
+            let moved = now().wrapping_sub(start);
+            // About 24 ticks of 4.2 ms; a frozen word gives 0.
+            // SAFETY: ends the child without running the parent's state's
+            // destructors or the test harness.
+            unsafe { _exit(if moved >= 12 { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable int; `pid` is our child.
+        assert_eq!(unsafe { waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the clock stood still in a forked child");
     }
 }
 
