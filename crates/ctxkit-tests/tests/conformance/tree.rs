@@ -275,6 +275,14 @@ fn a_child_cancelled_by_a_thread_woken_by_the_parents_cancel_does_not_deadlock()
             })
         };
         expect(&woken_rx, "the canceller to start");
+        // Cancel once the canceller is blocked in `wait()` (its registration
+        // beside the 1,000 children's): a thread the cancel wakes runs after
+        // the drain. One that only looked, after the parent's status said
+        // done but before the drain was over, may reach a child first, as in
+        // Go.
+        while parent.registrations() < 1001 {
+            thread::yield_now();
+        }
         cancel.cancel();
         canceller.join().unwrap();
         assert!(contexts.iter().all(Context::is_done));
