@@ -353,10 +353,11 @@ mod tests {
             fn _exit(code: i32) -> !;
             fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
         }
-        now(); // The thread ticks, its fork handler registered.
-               // SAFETY: fork(2) has no arguments. The child calls only what is
-               // safe after a fork in a threaded program: the clock's reads (a
-               // load, then the vDSO's clock), nanosleep and _exit.
+        // The thread ticks, its fork handler registered.
+        now();
+        // SAFETY: fork(2) has no arguments. The child calls only what is
+        // safe after a fork in a threaded program: the clock's reads (a
+        // load, then the vDSO's clock), nanosleep and _exit.
         let pid = unsafe { fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
