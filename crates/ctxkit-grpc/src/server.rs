@@ -468,9 +468,11 @@ impl CallGuard {
         }
     }
 
+    /// Ends the call's context with `why`; a completed call's context that
+    /// nobody holds any more is let go instead ([`Ended::finish`]).
     fn end(&mut self, why: Ended) {
         if let Some(cancel) = self.cancel.take() {
-            why.end(&cancel);
+            why.finish(cancel);
         }
     }
 }

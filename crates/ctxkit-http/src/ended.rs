@@ -93,6 +93,38 @@ impl Ended {
         }
     }
 
+    /// Ends the context as [`end`](Ended::end) does, giving up the
+    /// handle: for [`Completed`](Ended::Completed), a context that nobody
+    /// holds any more is let go rather than ended
+    /// ([`CancelHandle::finish_with`]): nothing could see its end, and
+    /// letting it go costs less. The HTTP and gRPC layers end every
+    /// request that completed this way.
+    ///
+    /// ```
+    /// use ctxkit::Context;
+    /// use ctxkit_http::Ended;
+    ///
+    /// let (connection, _close) = Context::background().with_cancel();
+    /// let (request, request_end) = connection.with_cancel();
+    /// let spawned = request.clone(); // a task the handler left running
+    /// drop(request);
+    /// Ended::Completed.finish(request_end);
+    /// assert_eq!(Ended::of(&spawned), Some(Ended::Completed));
+    ///
+    /// let (request, request_end) = connection.with_cancel();
+    /// drop(request); // nothing left running: let go
+    /// Ended::Completed.finish(request_end);
+    /// assert_eq!(connection.registrations(), 0);
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn finish(self, handle: CancelHandle) {
+        match self {
+            Ended::Completed => handle.finish_with(self.cause()),
+            _ => self.end(&handle),
+        }
+    }
+
     /// This variant as a [`Cause`]: the same `Arc` every time on a thread.
     /// One per thread rather than one per process, so that the reference
     /// counts of the requests ended on one core do not bounce between the

@@ -86,6 +86,66 @@ fn a_detached_child_ends_with_its_parent_and_leaves_it_when_dropped() {
 }
 
 #[test]
+fn finish_with_ends_a_context_still_held_with_its_cause_and_call_site() {
+    let (parent, _cancel) = Context::background().with_cancel();
+    let (ctx, finish) = parent.with_cancel();
+    let below = ctx.with_value(7u32);
+    let line = line!() + 1;
+    finish.finish_with(Message::new("response sent"));
+    for ended in [&ctx, &below] {
+        assert_eq!(ended.err(), Some(Error::Canceled));
+        assert_eq!(ended.cause().unwrap().to_string(), "response sent");
+    }
+    let why = ctx.provenance().unwrap();
+    assert_eq!(why.site().unwrap().line(), line, "{why:?}");
+    assert_eq!(parent.registrations(), 0);
+}
+
+#[test]
+fn finish_with_ends_a_context_that_only_a_descendant_holds() {
+    let (parent, _cancel) = Context::background().with_cancel();
+    let (ctx, finish) = parent.with_timeout(PATIENCE);
+    let below = ctx.with_value(7u32);
+    drop(ctx);
+    finish.finish_with(Message::new("response sent"));
+    assert_eq!(below.err(), Some(Error::Canceled));
+    assert_eq!(below.cause().unwrap().to_string(), "response sent");
+}
+
+#[test]
+fn finish_with_lets_go_of_a_context_nobody_holds() {
+    let (parent, _cancel) = Context::background().with_cancel();
+    let (plain, finish_plain) = parent.with_cancel();
+    let (timed, finish_timed) = parent.with_timeout(PATIENCE);
+    assert_eq!(parent.registrations(), 2);
+    drop((plain, timed));
+    finish_plain.finish_with(Message::new("response sent"));
+    finish_timed.finish_with(Message::new("response sent"));
+    assert_eq!(parent.registrations(), 0, "both left their parent");
+    assert!(!parent.is_done());
+}
+
+#[test]
+fn finish_with_runs_an_after_func_whose_handle_was_dropped() {
+    let (ctx, finish) = Context::background().with_cancel();
+    let (ran, runs) = mpsc::channel();
+    drop(ctx.after_func(move || ran.send("ran").unwrap()));
+    drop(ctx);
+    finish.finish_with(Message::new("response sent"));
+    assert_eq!(runs.recv_timeout(PATIENCE), Ok("ran"));
+}
+
+#[test]
+fn finish_with_disconnects_a_done_receiver() {
+    let (ctx, finish) = Context::background().with_cancel();
+    let done = ctx.done_receiver();
+    drop(ctx);
+    finish.finish_with(Message::new("response sent"));
+    let error = done.recv_timeout(PATIENCE).unwrap_err();
+    assert!(error.is_disconnected(), "{error:?}");
+}
+
+#[test]
 fn debug_says_which_contexts_a_dropped_handle_ended() {
     let (ctx, _) = Context::background().with_cancel();
     assert_eq!(

@@ -657,6 +657,20 @@ fn attach_locked(
 /// been marked done and every lock released, so a woken waiter observes the
 /// whole subtree already cancelled. Descendants get `err` and `cause`, unless
 /// they had already ended (the first cancellation wins).
+/// Whether nothing could ever see `node` end: the caller's reference is
+/// the only strong one. No context of it or below it is left (each holds
+/// its parent), and nothing registered on it is waiting: every
+/// registration keeps a strong reference while it waits (see
+/// `Registration`), but a `done_receiver`'s guard, whose drop, which a
+/// release does too, is its notification. Then an end is work for no one,
+/// and letting the node go, as a detached handle's drop does, is
+/// indistinguishable from it. A weak reference upgraded after the look (a
+/// parent's cancel, the timer, a tree snapshot) sees a context being
+/// released: it may end it first, or list it live, as with any release.
+pub(crate) fn is_unobserved(node: &NodeRef) -> bool {
+    node.is_only_strong()
+}
+
 pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: Origin) {
     let scope = node.scope().expect("cancel takes a scope node");
     let Some(registry) = scope.finish(err, cause.clone(), origin) else {

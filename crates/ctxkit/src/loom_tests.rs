@@ -1016,3 +1016,58 @@ fn provenance_read_while_parent_and_child_cancel() {
     });
     outcomes.assert_all_seen(&["1", "2"]);
 }
+
+/// `finish_with` while another thread registers an `after_func` on the
+/// context and then lets go of its own reference: whichever the finish
+/// sees, the function runs (a finish that finds itself the only owner also
+/// finds the registration, so it ends the context rather than letting it
+/// go), and the context leaves its parent.
+#[test]
+fn finish_with_vs_a_registration_and_its_owners_drop() {
+    model(|| {
+        let (parent, _cancel) = Context::background().with_cancel();
+        let (ctx, finish) = parent.with_cancel();
+        let weak = NodeRef::downgrade(node(&ctx));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let released = Released::new();
+        let registrar = {
+            let (runs, guard) = (runs.clone(), ReleaseGuard(released.clone()));
+            thread::spawn(move || {
+                let after = ctx.after_func(move || {
+                    let _guard = guard;
+                    runs.fetch_add(1, Ordering::Relaxed);
+                });
+                drop(after); // the function stays registered
+                drop(ctx);
+            })
+        };
+        finish.finish_with(Named("finished"));
+        registrar.join().unwrap();
+        released.wait();
+
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        assert_eq!(parent.registrations(), 0);
+        assert!(weak.upgrade().is_none(), "nobody holds the context");
+    });
+}
+
+/// `finish_with` on a context nobody holds, while its parent is cancelled:
+/// either the parent's cancel ends it first or the finish lets it go; both
+/// leave nothing behind, and the parent's cancel returns whole.
+#[test]
+fn finish_with_unobserved_vs_parent_cancel() {
+    model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (ctx, finish) = parent.with_deadline(far_deadline());
+        let weak = NodeRef::downgrade(node(&ctx));
+        let key = timer::entry_key(ctx.deadline().expect("own deadline"), node(&ctx));
+        drop(ctx);
+        let finisher = thread::spawn(move || finish.finish_with(Named("finished")));
+        cancel.cancel();
+        finisher.join().unwrap();
+
+        assert!(weak.upgrade().is_none(), "the context is freed");
+        assert!(!timer::fire(key), "its timer entry is gone");
+        assert_eq!(parent.registrations(), 0);
+    });
+}

@@ -128,6 +128,17 @@ impl NodeRef {
         unsafe { self.block.as_ref() }
     }
 
+    /// Whether this is the only strong reference to the node: no context
+    /// of it, nor of anything derived from it (each holds its parent), is
+    /// left. Only an upgrade of a weak reference (a parent's cancel, the
+    /// timer, a tree snapshot) can make another after this says true.
+    pub(crate) fn is_only_strong(&self) -> bool {
+        // Acquire: pairs with the Release decrement of every other strong
+        // reference dropped, so whatever its owner did to the node (such
+        // as registering on it) happens before our look.
+        strong_count(self.block().counts.load(Ordering::Acquire)) == 1
+    }
+
     pub(crate) fn downgrade(this: &NodeRef) -> WeakNodeRef {
         // Relaxed: our strong reference keeps the block alive, so nothing
         // needs ordering here (as in `Arc::downgrade`).

@@ -17,6 +17,12 @@ use crate::sync::thread::Thread;
 use std::task::Waker;
 
 /// One thing to notify when a scope ends.
+///
+/// Invariant (`cancel::is_unobserved` rests on it): while it waits, every
+/// registration but a `DropGuard` comes with a strong reference to the
+/// scope: a child holds its parent, a thread or a task waits through a
+/// `Context`, a callback keeps the scope alive. A `DropGuard`'s notification
+/// is its drop, which freeing the scope does too.
 pub(crate) enum Registration {
     /// A derived cancellation scope. Weak, so that a child nobody holds any
     /// more is freed (its `Drop` then removes this entry).

@@ -11,8 +11,8 @@ use std::sync::Arc;
 /// let go of the request early: the client went away (or the server
 /// aborted the connection, whose own cause then wins).
 pub(crate) struct RequestEnd {
-    ctx: Context,
-    cancel: CancelHandle,
+    /// `None` only once a drop has given them up.
+    parts: Option<(Context, CancelHandle)>,
     /// The response has been handed over in full (or, for a HEAD request,
     /// needs no body): dropping this then ends the context with
     /// `Completed`, not `ClientGone`.
@@ -28,8 +28,7 @@ impl RequestEnd {
         tally: Option<Arc<ShutdownTally>>,
     ) -> RequestEnd {
         RequestEnd {
-            ctx,
-            cancel,
+            parts: Some((ctx, cancel)),
             answered: head,
             tally,
         }
@@ -52,21 +51,36 @@ impl RequestEnd {
     /// first cancellation wins; checking first spares the shared cause's
     /// reference count on the common path where nothing raced).
     fn end(&self, why: Ended) {
-        if !self.ctx.is_done() {
-            why.end(&self.cancel);
+        if let Some((ctx, cancel)) = &self.parts {
+            if !ctx.is_done() {
+                why.end(cancel);
+            }
         }
     }
 }
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
+        let counted = self.tally.as_ref().filter(|tally| tally.counting());
+        if self.answered && counted.is_none() {
+            // Our reference goes first, so that a context nobody else holds
+            // any more (the common case: the handler has returned and left
+            // nothing running) is let go rather than ended: nobody could
+            // see its end.
+            let (ctx, cancel) = self.parts.take().expect("given up once");
+            if !ctx.is_done() {
+                drop(ctx);
+                Ended::Completed.finish(cancel);
+            }
+            return;
+        }
         self.end(if self.answered {
             Ended::Completed
         } else {
             Ended::ClientGone
         });
-        if let Some(tally) = &self.tally {
-            tally.record(&self.ctx);
+        if let (Some(tally), Some((ctx, _))) = (counted, &self.parts) {
+            tally.record(ctx);
         }
     }
 }
@@ -88,10 +102,12 @@ impl ShutdownTally {
         self.shutting_down.store(true, Ordering::Relaxed);
     }
 
+    /// Whether requests that end now are counted.
+    fn counting(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
     fn record(&self, ctx: &Context) {
-        if !self.shutting_down.load(Ordering::Relaxed) {
-            return;
-        }
         let counter = if Ended::of(ctx) == Some(Ended::Shutdown) {
             &self.cancelled
         } else {
