@@ -120,7 +120,12 @@ impl Ended {
     #[track_caller]
     pub fn finish(self, handle: CancelHandle) {
         match self {
-            Ended::Completed => handle.finish_with(self.cause()),
+            // The variant itself, not the shared cause: most contexts
+            // are let go, and then the cause is never made (the shared
+            // one would cost a thread-local lookup and two reference
+            // counts a request for nothing). One that is ended has its
+            // cause allocated once.
+            Ended::Completed => handle.finish_with(self),
             _ => self.end(&handle),
         }
     }

@@ -284,6 +284,19 @@ async fn a_head_request_completes() {
 }
 
 #[tokio::test]
+async fn a_head_request_reset_before_its_answer_is_client_gone() {
+    // A HEAD answer has no body to wait for; until the handler answers,
+    // the request is as unfinished as any other.
+    let (server, mut seen) = server().await;
+    let mut client = Connected::open(server.addr, Protocol::Http2).await;
+    let response = tokio::spawn(client.send(http::Method::HEAD, "/hang", &[]));
+    let request = next_seen(&mut seen).await;
+    let reset = Instant::now();
+    response.abort(); // RST_STREAM(CANCEL); the connection lives on
+    request.assert_both_saw(reset, Ended::ClientGone).await;
+}
+
+#[tokio::test]
 async fn the_layer_serves_hyper_service_fn_directly() {
     let (root, _cancel) = Context::background().with_cancel();
     let (probe, mut seen) = Probe::new();

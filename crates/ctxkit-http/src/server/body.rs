@@ -62,10 +62,10 @@ pin_project! {
 }
 
 impl<B> ContextBody<B> {
-    pub(crate) fn new(body: B, end: RequestEnd) -> ContextBody<B> {
+    pub(crate) fn new(body: B, end: Option<RequestEnd>) -> ContextBody<B> {
         ContextBody {
             kind: Kind::Inner { body },
-            end: Some(end),
+            end,
         }
     }
 

@@ -294,6 +294,25 @@ pub(crate) struct PerConnection {
     parent: Context,
 }
 
+impl PerConnection {
+    /// Gives `request` its context, as [`Config::begin`], with an end that
+    /// keeps this reference (the request's own, moved).
+    #[inline]
+    fn begin<B>(
+        self: Arc<Self>,
+        request: &mut Request<B>,
+    ) -> Result<(RequestEnd, RequestSpan), String> {
+        let (ctx, cancel, span) = self.config.give_context(Some(&self.parent), request)?;
+        let head = request.method() == Method::HEAD;
+        Ok((RequestEnd::new(ctx, cancel, head, Some(self)), span))
+    }
+
+    /// The server's count of the requests that end during its shutdown.
+    pub(crate) fn tally(&self) -> Option<&ShutdownTally> {
+        self.config.tally.as_deref()
+    }
+}
+
 impl<S, ReqB, ResB> hyper::service::Service<Request<ReqB>> for ConnectionService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
@@ -306,7 +325,7 @@ where
 
     fn call(&self, request: Request<ReqB>) -> Self::Future {
         ConnectionFuture::Waiting {
-            connection: self.connection.clone(),
+            connection: Some(self.connection.clone()),
             service: self.inner.clone(),
             request: Some(request),
         }
@@ -326,7 +345,7 @@ pin_project! {
     /// higher cost than one child at a time.
     #[project = ConnectionFutureProj]
     pub(crate) enum ConnectionFuture<S, R, F> {
-        Waiting { connection: Arc<PerConnection>, service: S, request: Option<R> },
+        Waiting { connection: Option<Arc<PerConnection>>, service: S, request: Option<R> },
         Called { #[pin] future: F, end: Option<RequestEnd>, span: RequestSpan },
         Rejected { message: Option<String> },
     }
@@ -348,7 +367,8 @@ where
                 } => {
                     ready!(service.poll_ready(cx))?;
                     let pending = request.as_mut().expect("polled after the call");
-                    match connection.config.begin(Some(&connection.parent), pending) {
+                    let connection = connection.take().expect("polled after the call");
+                    match connection.begin(pending) {
                         Ok((end, span)) => {
                             let request = request.take().expect("still here");
                             let future = {
@@ -461,16 +481,29 @@ impl Config {
 
     /// Gives `request` its context, in its extensions: the request's end
     /// and span, or the text of a 400 answer.
+    #[inline]
     fn begin<B>(
         &self,
         parent: Option<&Context>,
         request: &mut Request<B>,
     ) -> Result<(RequestEnd, RequestSpan), String> {
-        let (ctx, cancel) = self.request_context(parent, request)?;
+        let (ctx, cancel, span) = self.give_context(parent, request)?;
         let head = request.method() == Method::HEAD;
+        Ok((RequestEnd::new(ctx, cancel, head, None), span))
+    }
+
+    /// Gives `request` its context, in its extensions: the context, its
+    /// handle and the request's span, or the text of a 400 answer.
+    #[inline]
+    fn give_context<B>(
+        &self,
+        parent: Option<&Context>,
+        request: &mut Request<B>,
+    ) -> Result<(Context, CancelHandle, RequestSpan), String> {
+        let (ctx, cancel) = self.request_context(parent, request)?;
         let (ctx, span) = self.telemetry.request_context(request, ctx);
         request.extensions_mut().insert(ctx.clone());
-        Ok((RequestEnd::new(ctx, cancel, head, self.tally.clone()), span))
+        Ok((ctx, cancel, span))
     }
 
     /// The request's context, or the text of a 400 answer.
@@ -639,7 +672,7 @@ fn answer<B, E>(
     end: RequestEnd,
 ) -> Result<Response<ContextBody<B>>, E> {
     match result {
-        Ok(response) => Ok(response.map(|body| ContextBody::new(body, end))),
+        Ok(response) => Ok(response.map(|body| ContextBody::new(body, end.into_body_end()))),
         Err(error) => {
             // The handler is over; the connection reports the error.
             end.complete();

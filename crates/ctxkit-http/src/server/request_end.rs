@@ -1,5 +1,6 @@
 //! The end of one request: who ends its context, and the shutdown tally.
 
+use super::layer::PerConnection;
 use crate::Ended;
 use ctxkit::{CancelHandle, Context};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,25 +14,44 @@ use std::sync::Arc;
 pub(crate) struct RequestEnd {
     /// `None` only once a drop has given them up.
     parts: Option<(Context, CancelHandle)>,
-    /// The response has been handed over in full (or, for a HEAD request,
-    /// needs no body): dropping this then ends the context with
-    /// `Completed`, not `ClientGone`.
+    /// The response has been handed over in full: dropping this then ends
+    /// the context with `Completed`, not `ClientGone`.
     answered: bool,
-    tally: Option<Arc<ShutdownTally>>,
+    /// A HEAD request, whose answer has no body to wait for.
+    head: bool,
+    /// The connection the request came on under [`Server`](crate::Server),
+    /// whose shutdown tally counts the requests that end while it shuts
+    /// down. The request's future gives its own reference up to this one,
+    /// so that no reference count changes for it.
+    connection: Option<Arc<PerConnection>>,
 }
 
 impl RequestEnd {
+    #[inline]
     pub(crate) fn new(
         ctx: Context,
         cancel: CancelHandle,
         head: bool,
-        tally: Option<Arc<ShutdownTally>>,
+        connection: Option<Arc<PerConnection>>,
     ) -> RequestEnd {
         RequestEnd {
             parts: Some((ctx, cancel)),
-            answered: head,
-            tally,
+            answered: false,
+            head,
+            connection,
         }
+    }
+
+    /// The handler has answered: what the response body keeps until its
+    /// last frame. Nothing for a HEAD request: no body will be sent, so the
+    /// answer completes it (the connection drops such a body unpolled).
+    #[inline]
+    pub(crate) fn into_body_end(self) -> Option<RequestEnd> {
+        if self.head {
+            self.complete();
+            return None;
+        }
+        Some(self)
     }
 
     /// The response has been handed over in full: ends the context with
@@ -61,7 +81,11 @@ impl RequestEnd {
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
-        let counted = self.tally.as_ref().filter(|tally| tally.counting());
+        let counted = self
+            .connection
+            .as_ref()
+            .and_then(|connection| connection.tally())
+            .filter(|tally| tally.counting());
         if self.answered && counted.is_none() {
             // Our reference goes first, so that a context nobody else holds
             // any more (the common case: the handler has returned and left

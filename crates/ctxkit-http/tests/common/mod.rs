@@ -239,7 +239,21 @@ impl Connected {
     ) -> impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
            + Send
            + 'static {
-        let mut request = http::Request::get(path)
+        self.send(http::Method::GET, path, headers)
+    }
+
+    /// Sends `method path` with `headers`; resolves to the response head.
+    pub fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
+           + Send
+           + 'static {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", "127.0.0.1")
             .body(Empty::new())
             .unwrap();
