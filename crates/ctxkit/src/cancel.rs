@@ -36,10 +36,12 @@
 //!   scope done.
 //! - A cancel returns only once its subtree is done, even one that lost the
 //!   race for the scope: the winner ends the scope with `DRAINING` set when
-//!   it has anything to drain and clears it once everything below is done;
-//!   a loser waits for that. A cancel waits only after clearing all of its
-//!   own `DRAINING` bits (for the scopes below that another cancel ended
-//!   first), so two cancels never wait for each other.
+//!   it has anything to drain and clears it once everything below is done,
+//!   including the parts that other cancels ended first and were still
+//!   draining (it waits for those with its bits set); a loser waits for the
+//!   bit. Such waits point strictly down the tree, so no two cancels wait
+//!   for each other. A drain that met a merged scope (two parents) clears
+//!   its bits before waiting instead (`finish_drain`).
 //! - A scope's own deadline (`deadline`) changes only under both the scope's
 //!   lock and its timer shard's lock, together with its timer entry, whose
 //!   key it is. Whoever holds the shard lock therefore finds the entry by it.
@@ -442,9 +444,14 @@ impl Scope {
     #[cold]
     #[inline(never)]
     fn wait_drained_slow(&self) {
-        if Draining::on_this_thread() {
-            return;
+        if !Draining::on_this_thread() {
+            self.spin_until_drained();
         }
+    }
+
+    /// Waits for the bit, whatever this thread is doing: for a drain's own
+    /// end (`finish_drain`), which runs no code of the user's meanwhile.
+    fn spin_until_drained(&self) {
         while self.is_draining() {
             thread::yield_now();
         }
@@ -688,20 +695,30 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
     // that a cancel of the parent that finds us there waits for it too.
     let root = Drained { node, origin };
     let mut wake = Wakeups::default();
-    // Descendants that another cancel ended first: waited for at the end.
+    // Descendants that another cancel ended first and is still draining.
     let mut others: Vec<NodeRef> = Vec::new();
+    // Scopes of ours with one of those below them: their bits stay set
+    // until the others are done (see the end).
+    let mut held: Vec<DrainedChild> = Vec::new();
+    // Whether a merged scope was among the children met.
+    let mut merges = false;
     // An explicit stack rather than recursion: trees may be very deep. It
     // allocates only when there are children to descend into. Each registry
     // goes with the address of the scope it came from, for merged children;
-    // below it on the stack, that scope's `Drained`, popped (and so cleared)
-    // once everything above it, its subtree, is done.
+    // below it on the stack, that scope's `Drained`, popped once everything
+    // above it, its subtree, has been visited.
     let mut pending: Vec<Step> = Vec::new();
     let mut next = Some(Step::Drain(registry, scope as *const Scope as usize));
     while let Some(step) = next.take().or_else(|| pending.pop()) {
         let (registry, drained) = match step {
             Step::Drain(registry, drained) => (registry, drained),
-            Step::Drained(subtree_done) => {
-                drop(subtree_done); // clears its bit
+            Step::Drained(subtree_done, others_before) => {
+                // Done, unless another cancel is still draining part of it.
+                if others.len() == others_before {
+                    drop(subtree_done); // clears its bit
+                } else {
+                    held.push(subtree_done);
+                }
                 continue;
             }
         };
@@ -715,6 +732,7 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
                     };
                     let child_scope = child.scope().expect("children are scopes");
                     let origin = if child_scope.merged() {
+                        merges = true;
                         merged_child_origin(&child, drained)
                     } else {
                         Origin::Parent
@@ -725,7 +743,8 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
                         }
                         Some(grandchildren) => {
                             let address = child_scope as *const Scope as usize;
-                            pending.push(Step::Drained(DrainedChild { child, origin }));
+                            let subtree_done = DrainedChild { child, origin };
+                            pending.push(Step::Drained(subtree_done, others.len()));
                             pending.push(Step::Drain(grandchildren, address));
                         }
                         // Ended by another cancel, maybe still draining it.
@@ -739,16 +758,55 @@ pub(crate) fn cancel(node: &NodeRef, err: Error, cause: Option<Cause>, origin: O
             }
         }
     }
-    drop(root);
+    finish_drain(root, held, others, merges);
     drop(draining);
-    // Only after our own subtree is marked drained, so that two cancels
-    // waiting for each other's part always both get there.
-    for other in &others {
-        other.scope().expect("children are scopes").wait_drained();
-    }
-    drop(others);
     wake.run();
     emit(node, origin);
+}
+
+/// The end of a drain that met `others`, descendants another cancel ended
+/// first and was still draining: clears the bits of `root` and of the
+/// scopes `held` above them once the whole subtree is done, so that a
+/// cancel that waits for any of them (a loser, or a cancel above) returns
+/// only then too.
+///
+/// Waiting with bits set cannot deadlock in a tree: the cancel that ended
+/// an `other` started there (it could not have passed through our scopes,
+/// which we ended), so every such wait points strictly down the tree, and a
+/// chain of them ends. Merged scopes have two parents, and two drains could
+/// each wait for a scope below the other's: a drain that met a merge
+/// clears its bits first and then waits, as before. Its `cancel()` still
+/// returns after its subtree is done, but a cancel waiting on it may return
+/// before the others are: the one case where the guarantee is weaker.
+///
+/// Called inside the drain (`Draining`): the drops of `held` and `root`
+/// may free nodes, and so run drops of the user's values, which may cancel
+/// a scope whose bit is still set here; such a cancel must not wait. For
+/// the same reason a drain that is itself inside another drain of this
+/// thread (started by such a drop) waits for nothing: the outer drain may
+/// hold the very bits it would wait for.
+fn finish_drain(root: Drained<'_>, held: Vec<DrainedChild>, others: Vec<NodeRef>, merges: bool) {
+    if Draining::nested() {
+        drop(held);
+        drop(root);
+        return;
+    }
+    let wait = |others: &[NodeRef]| {
+        for other in others {
+            let scope = other.scope().expect("children are scopes");
+            scope.spin_until_drained();
+        }
+    };
+    if merges {
+        drop(held);
+        drop(root);
+        wait(&others);
+    } else {
+        wait(&others);
+        drop(held); // innermost first: pushed as their subtrees were visited
+        drop(root);
+    }
+    // `others` dropped last: they may free nodes (user values) too.
 }
 
 /// One step of a cancel's drain.
@@ -756,8 +814,9 @@ enum Step {
     /// End the children in this registry, which came from the scope at this
     /// address.
     Drain(Registry, usize),
-    /// That scope's subtree is done (everything pushed after it popped).
-    Drained(DrainedChild),
+    /// That scope's subtree has been visited; it is done unless `others`
+    /// grew past this length meanwhile.
+    Drained(DrainedChild, usize),
 }
 
 /// The scope this cancel started from: when this drops, once its subtree is
@@ -815,6 +874,12 @@ impl Draining {
 
     fn on_this_thread() -> bool {
         DRAINS.with(|drains| drains.get() > 0)
+    }
+
+    /// Whether this thread was inside a drain already when it entered the
+    /// one it is in.
+    fn nested() -> bool {
+        DRAINS.with(|drains| drains.get() > 1)
     }
 }
 
