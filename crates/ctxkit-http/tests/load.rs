@@ -133,15 +133,7 @@ async fn ten_thousand_requests_a_thousand_abandoned_nothing_leaked() {
 
     // Every connection is closed by its client; the server notices each
     // close on its own task, so wait (bounded) for the last one.
-    let deadline = Instant::now() + PATIENCE;
-    while server.server_ctx.registrations() != 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        server.server_ctx.registrations(),
-        0,
-        "connections or requests left registered"
-    );
+    nothing_left_under(&server.server_ctx).await;
     let report = server.shut_down().await;
     assert_eq!((report.finished, report.cancelled), (0, 0));
 }

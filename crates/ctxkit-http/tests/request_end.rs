@@ -52,6 +52,7 @@ fn app(probe: Probe) -> axum::Router {
                 },
             ),
         )
+        .route("/echo", get(switch_to_echo))
         .route(
             "/values",
             get(|ctx: RequestContext| async move {
@@ -329,4 +330,44 @@ async fn the_layer_serves_hyper_service_fn_directly() {
     pending.abort();
     client.close();
     request.assert_both_saw(closed, Ended::ClientGone).await;
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_keeps_its_request_context_until_it_is_dropped() {
+    let (server, mut seen) = server().await;
+    let mut stream = upgrade_to_echo(server.addr, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    // The 101's empty body is long sent: the upgrade, not the body, is
+    // the request's end.
+    for word in [&b"ping"[..], b"pong"] {
+        assert_eq!(echoed(&mut stream, word).await, word);
+    }
+    assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
+    let closed = Instant::now();
+    drop(stream); // the handler's echo reads its end and drops the connection
+    request.assert_both_saw(closed, Ended::Completed).await;
+    nothing_left_under(&server.server_ctx).await;
+}
+
+#[tokio::test]
+async fn an_upgrade_under_another_server_leaves_the_context_to_its_parent() {
+    // axum::serve upgrades too, but the layer cannot see the upgraded
+    // connection's end there: the context is not ended at the 101.
+    let (root, cancel_root) = Context::background().with_cancel();
+    let (probe, mut seen) = Probe::new();
+    let app = app(probe).layer(ContextLayer::new(root));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut stream = upgrade_to_echo(addr, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    assert_eq!(echoed(&mut stream, b"ping").await, b"ping");
+    assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
+    cancel_root.cancel();
+    assert_eq!(ended(&request.ctx).await, ctxkit::Error::Canceled);
+    assert_eq!(
+        Ended::of(&request.ctx),
+        None,
+        "its parent's end, not the layer's"
+    );
 }

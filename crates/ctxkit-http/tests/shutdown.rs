@@ -46,6 +46,7 @@ fn app(probe: Probe) -> axum::Router {
                 },
             ),
         )
+        .route("/echo", get(switch_to_echo))
         .with_state(probe)
 }
 
@@ -169,4 +170,39 @@ async fn a_handler_that_ignores_its_context_is_aborted_after_the_drain_timeout()
         stuck.await.unwrap().is_err(),
         "the aborted connection is closed"
     );
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_upgraded_connection_after_the_grace_and_counts_it() {
+    let grace = Duration::from_millis(300);
+    let (probe, mut seen) = Probe::new();
+    let server = TestServer::start_cancellable(|layer| layer, grace, app(probe)).await;
+    let mut stream = upgrade_to_echo(server.addr, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    assert_eq!(echoed(&mut stream, b"ping").await, b"ping");
+
+    let began = Instant::now();
+    let report = server.shut_down().await;
+    assert!(
+        began.elapsed() >= grace,
+        "cancelled within the grace period"
+    );
+    assert_eq!(Ended::of(&request.ctx), Some(Ended::Shutdown));
+    assert_eq!(
+        (
+            report.finished,
+            report.cancelled,
+            report.aborted_connections
+        ),
+        (0, 1, 0)
+    );
+    // The echo saw its context end and dropped the connection.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+    )
+    .await
+    .expect("the upgraded connection is closed");
+    assert_eq!(read.unwrap(), 0);
 }

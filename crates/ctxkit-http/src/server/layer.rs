@@ -2,19 +2,19 @@
 
 use super::body::ContextBody;
 use super::deadline::{caller_timeout, effective, name_of, MalformedDeadline};
-use super::request_end::{RequestEnd, ShutdownTally};
+use super::request_end::{RequestEnd, RequestKind, ShutdownTally};
 use crate::deadline_header::TimeoutHeader;
 use crate::forward::{ForwardHeaders, DEFAULT_FORWARDED};
 use crate::telemetry::RequestSpan;
 use bytes::Bytes;
 use ctxkit::{CancelHandle, Context};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 use tower_layer::Layer;
@@ -38,6 +38,14 @@ use tower_service::Service;
 ///   `grpc-timeout` / `connect-timeout-ms`;
 /// - when its parent ends (e.g. [`Ended::Shutdown`](crate::Ended::Shutdown)
 ///   from the server, after the grace period).
+///
+/// A request answered `101 Switching Protocols` (an HTTP/1.1 upgrade, such
+/// as a WebSocket handshake) lives on with the upgraded connection, which
+/// its handler usually serves from a task under the request's context.
+/// Under [`Server`](crate::Server) it ends with `Completed` once the
+/// upgraded connection is dropped, or with the server's shutdown. Under
+/// another server the layer cannot see the upgraded connection's end, and
+/// leaves the context to its parent and its deadline.
 ///
 /// It works with any tower `Service<http::Request<B>>` that answers
 /// `http::Response<ResB>` (axum's `Router`, tonic), and with hyper's own
@@ -272,6 +280,7 @@ impl<S> ContextService<S> {
             connection: Arc::new(PerConnection {
                 config: self.config,
                 parent,
+                upgraded: Mutex::new(None),
             }),
         }
     }
@@ -286,12 +295,24 @@ pub(crate) struct ConnectionService<S> {
     connection: Arc<PerConnection>,
 }
 
+impl<S> ConnectionService<S> {
+    /// What the requests on this connection share with it.
+    pub(crate) fn connection(&self) -> &Arc<PerConnection> {
+        &self.connection
+    }
+}
+
 /// The layer's configuration and the connection's context.
 pub(crate) struct PerConnection {
     config: Arc<Config>,
     /// Handed over here rather than in each request's extensions, which
     /// would cost an insert and a lookup per request.
     parent: Context,
+    /// The end of the request whose `101 Switching Protocols` handed the
+    /// connection over to its upgrade: it holds a reference to this
+    /// connection, so [`Server`](crate::Server)'s connection task always
+    /// takes it out ([`take_upgraded`](Self::take_upgraded)).
+    upgraded: Mutex<Option<RequestEnd>>,
 }
 
 impl PerConnection {
@@ -302,14 +323,34 @@ impl PerConnection {
         self: Arc<Self>,
         request: &mut Request<B>,
     ) -> Result<(RequestEnd, RequestSpan), String> {
+        let kind = RequestKind::of(request);
         let (ctx, cancel, span) = self.config.give_context(Some(&self.parent), request)?;
-        let head = request.method() == Method::HEAD;
-        Ok((RequestEnd::new(ctx, cancel, head, Some(self)), span))
+        Ok((RequestEnd::new(ctx, cancel, kind, Some(self)), span))
     }
 
     /// The server's count of the requests that end during its shutdown.
     pub(crate) fn tally(&self) -> Option<&ShutdownTally> {
         self.config.tally.as_deref()
+    }
+
+    /// Keeps the end of a request answered with `101 Switching
+    /// Protocols`. (One per connection: an HTTP/1.1 connection upgrades
+    /// at most once.)
+    pub(crate) fn keep_upgraded(&self, end: RequestEnd) {
+        let previous = self.lock_upgraded().replace(end);
+        drop(previous); // outside no lock: its drop ends a context
+    }
+
+    /// The end kept by [`keep_upgraded`](Self::keep_upgraded), if any.
+    pub(crate) fn take_upgraded(&self) -> Option<RequestEnd> {
+        self.lock_upgraded().take()
+    }
+
+    fn lock_upgraded(&self) -> std::sync::MutexGuard<'_, Option<RequestEnd>> {
+        // A panic cannot leave the slot half-written: take the value.
+        self.upgraded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -487,9 +528,9 @@ impl Config {
         parent: Option<&Context>,
         request: &mut Request<B>,
     ) -> Result<(RequestEnd, RequestSpan), String> {
+        let kind = RequestKind::of(request);
         let (ctx, cancel, span) = self.give_context(parent, request)?;
-        let head = request.method() == Method::HEAD;
-        Ok((RequestEnd::new(ctx, cancel, head, None), span))
+        Ok((RequestEnd::new(ctx, cancel, kind, None), span))
     }
 
     /// Gives `request` its context, in its extensions: the context, its
@@ -672,7 +713,10 @@ fn answer<B, E>(
     end: RequestEnd,
 ) -> Result<Response<ContextBody<B>>, E> {
     match result {
-        Ok(response) => Ok(response.map(|body| ContextBody::new(body, end.into_body_end()))),
+        Ok(response) => {
+            let end = end.into_body_end(response.status());
+            Ok(response.map(|body| ContextBody::new(body, end)))
+        }
         Err(error) => {
             // The handler is over; the connection reports the error.
             end.complete();

@@ -3,6 +3,7 @@
 use super::layer::PerConnection;
 use crate::Ended;
 use ctxkit::{CancelHandle, Context};
+use http::{Method, Request, StatusCode, Version};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ pub(crate) struct RequestEnd {
     /// The response has been handed over in full: dropping this then ends
     /// the context with `Completed`, not `ClientGone`.
     answered: bool,
-    /// A HEAD request, whose answer has no body to wait for.
-    head: bool,
+    /// What the answer's end is: its body's, or something else.
+    kind: RequestKind,
     /// The connection the request came on under [`Server`](crate::Server),
     /// whose shutdown tally counts the requests that end while it shuts
     /// down. The request's future gives its own reference up to this one,
@@ -26,32 +27,87 @@ pub(crate) struct RequestEnd {
     connection: Option<Arc<PerConnection>>,
 }
 
+/// Requests whose end is not their answer's last byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestKind {
+    /// Ends with its response body.
+    Plain,
+    /// No body will be sent: the answer completes it (the connection drops
+    /// such a body unpolled).
+    Head,
+    /// An HTTP/1.1 request that asks to switch protocols (hyper put an
+    /// `OnUpgrade` in it). Answered `101 Switching Protocols`, it lives on
+    /// with the upgraded connection, which outlasts the (empty) body.
+    Upgrade,
+}
+
+impl RequestKind {
+    /// Read before the layer inserts anything: a request from hyper then
+    /// has no extensions at all, and the lookup is one branch.
+    #[inline]
+    pub(crate) fn of<B>(request: &Request<B>) -> RequestKind {
+        if request.method() == Method::HEAD {
+            RequestKind::Head
+        } else if request.version() <= Version::HTTP_11
+            && request
+                .extensions()
+                .get::<hyper::upgrade::OnUpgrade>()
+                .is_some()
+        {
+            RequestKind::Upgrade
+        } else {
+            RequestKind::Plain
+        }
+    }
+}
+
 impl RequestEnd {
     #[inline]
     pub(crate) fn new(
         ctx: Context,
         cancel: CancelHandle,
-        head: bool,
+        kind: RequestKind,
         connection: Option<Arc<PerConnection>>,
     ) -> RequestEnd {
         RequestEnd {
             parts: Some((ctx, cancel)),
             answered: false,
-            head,
+            kind,
             connection,
         }
     }
 
-    /// The handler has answered: what the response body keeps until its
-    /// last frame. Nothing for a HEAD request: no body will be sent, so the
-    /// answer completes it (the connection drops such a body unpolled).
+    /// The handler has answered with `status`: what the response body
+    /// keeps until its last frame, or nothing when the body is not the
+    /// request's end (see [`RequestKind`]).
     #[inline]
-    pub(crate) fn into_body_end(self) -> Option<RequestEnd> {
-        if self.head {
-            self.complete();
-            return None;
+    pub(crate) fn into_body_end(self, status: StatusCode) -> Option<RequestEnd> {
+        match self.kind {
+            RequestKind::Plain => Some(self),
+            RequestKind::Head => {
+                self.complete();
+                None
+            }
+            RequestKind::Upgrade if status == StatusCode::SWITCHING_PROTOCOLS => {
+                self.upgraded();
+                None
+            }
+            RequestKind::Upgrade => Some(self),
         }
-        Some(self)
+    }
+
+    /// The connection is about to be handed to the handler's upgrade.
+    /// Under [`Server`](crate::Server) the connection keeps this end until
+    /// the upgraded connection is dropped. Elsewhere nothing can see that
+    /// happen: the context is left to its parent and its deadline.
+    fn upgraded(mut self) {
+        match self.connection.clone() {
+            Some(connection) => connection.keep_upgraded(self),
+            None => {
+                let (_ctx, cancel) = self.parts.take().expect("given up once");
+                cancel.detach();
+            }
+        }
     }
 
     /// The response has been handed over in full: ends the context with
@@ -81,6 +137,9 @@ impl RequestEnd {
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
+        if self.parts.is_none() {
+            return; // left live: see `upgraded`
+        }
         let counted = self
             .connection
             .as_ref()

@@ -1,9 +1,9 @@
 //! [`Server`]: serve a service on a TCP listener until the root context
 //! ends, then shut down gracefully, bounded.
 
-use super::layer::{ContextLayer, ContextService};
+use super::layer::{ContextLayer, ContextService, PerConnection};
 use super::peer::PeerAddr;
-use super::request_end::ShutdownTally;
+use super::request_end::{RequestEnd, ShutdownTally};
 use crate::Ended;
 use bytes::Bytes;
 use ctxkit::{CancelHandle, Context};
@@ -23,6 +23,7 @@ use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -43,6 +44,11 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// 4. ends the rest with [`Ended::Shutdown`];
 /// 5. waits for them at most [`drain_timeout`](Self::drain_timeout), aborts
 ///    what is left, and returns a [`ShutdownReport`].
+///
+/// An HTTP/1.1 connection upgraded by its handler (`101 Switching
+/// Protocols`: a WebSocket...) counts as in flight until the upgraded
+/// connection is dropped: its request's context ends then with
+/// [`Ended::Completed`], or with `Ended::Shutdown` after the grace period.
 ///
 /// It never waits forever. The root's end does not reach the requests
 /// directly: between the root and the connections sits the server's own
@@ -366,25 +372,54 @@ impl Connection {
     {
         let (ctx, cancel) = self.ctx.with_cancel();
         let service = service.for_connection(ctx);
+        let upgraded = Upgraded(service.connection().clone());
+        let (closed, io_closed) = oneshot::channel();
         let io = TokioIo::new(DeferEof {
             stream,
             deferred: false,
+            _closed: closed,
         });
-        let connection = self.builder.serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            // The connection first: it is what wakes the task almost
-            // every time (and no random draw per wake-up).
-            biased;
-            _ = connection.as_mut() => {}
-            _ = self.root.done() => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
+        {
+            let connection = self.builder.serve_connection_with_upgrades(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                // The connection first: it is what wakes the task almost
+                // every time (and no random draw per wake-up).
+                biased;
+                _ = connection.as_mut() => {}
+                _ = self.root.done() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
             }
+        } // The connection's future, and the stream if it still has it, dropped.
+        if let Some(request) = upgraded.take() {
+            // The stream went to the handler's upgrade (a WebSocket...):
+            // the request lives on until the upgraded connection is
+            // dropped, or ends with the server's shutdown meanwhile.
+            let _ = io_closed.await;
+            request.complete();
         }
         // Whatever ended the connection, the client can no longer be
         // answered on it; a shutdown's own cause, if first, wins.
         Ended::ClientGone.end(&cancel);
+    }
+}
+
+/// The connection's hold on the end of a request that upgraded it, taken
+/// out when the connection task ends, however it ends (the end refers to
+/// the connection: left in place, the two would keep each other alive).
+struct Upgraded(Arc<PerConnection>);
+
+impl Upgraded {
+    fn take(&self) -> Option<RequestEnd> {
+        self.0.take_upgraded()
+    }
+}
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }
 
@@ -395,10 +430,14 @@ pin_project! {
     /// never run. One poll's delay lets hyper start the handler first,
     /// which then sees its context end with `ClientGone` at once, as a Go
     /// handler runs with the context of a client that already left.
+    ///
+    /// Its drop closes `_closed`: how the connection task learns that an
+    /// upgraded connection, handed over to the handler, is gone.
     struct DeferEof {
         #[pin]
         stream: TcpStream,
         deferred: bool,
+        _closed: oneshot::Sender<()>,
     }
 }
 

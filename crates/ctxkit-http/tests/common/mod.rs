@@ -295,3 +295,96 @@ impl Connected {
         self.driver.abort();
     }
 }
+
+/// Waits (bounded) until nothing is registered under `ctx`: every
+/// connection and request under it has ended or been let go.
+pub async fn nothing_left_under(ctx: &Context) {
+    let deadline = Instant::now() + PATIENCE;
+    while ctx.registrations() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        ctx.registrations(),
+        0,
+        "connections or requests left registered"
+    );
+}
+
+/// A handler that switches the connection to an echo of whatever the
+/// client sends, in a task under the request's context: it stops when the
+/// client closes or the context ends, and then drops the connection.
+pub async fn switch_to_echo(
+    axum::extract::State(probe): axum::extract::State<Probe>,
+    ctx: RequestContext,
+    mut request: axum::extract::Request,
+) -> http::Response<axum::body::Body> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    probe.started(&ctx);
+    let upgrade = hyper::upgrade::on(&mut request);
+    let ctx = ctx.0;
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut io = TokioIo::new(upgraded);
+        let mut buf = [0; 64];
+        loop {
+            let read = tokio::select! {
+                _ = ctx.done() => return,
+                read = io.read(&mut buf) => read,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if io.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, "echo")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// Asks `path` on `addr` to switch to the echo protocol over HTTP/1.1:
+/// the connection once the `101`'s head has been read.
+pub async fn upgrade_to_echo(addr: SocketAddr, path: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Byte by byte, so as not to read past the head.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(PATIENCE, stream.read_u8())
+            .await
+            .expect("the server answers")
+            .expect("the connection stays open until the answer");
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// Sends `word` on an echo connection and reads back as many bytes.
+pub async fn echoed(stream: &mut TcpStream, word: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    stream.write_all(word).await.unwrap();
+    let mut back = vec![0; word.len()];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
+        .await
+        .expect("the echo answers")
+        .expect("the upgraded connection is open");
+    back
+}
