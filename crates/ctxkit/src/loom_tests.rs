@@ -197,6 +197,43 @@ fn a_loser_returns_after_a_drain_below_the_winner() {
     );
 }
 
+/// As above, one level down: the parent's cancel ends the child on its way
+/// and finds the grandchild still being drained below it, while a second
+/// cancel of the child loses to it. The child's bit, not only the bit of
+/// the scope the drain started from, stays set until the drain below is
+/// over. (With the child's cleared once its subtree has been visited, this
+/// model finds the child's loser returning first.)
+#[test]
+fn a_loser_of_a_scope_inside_a_drain_returns_after_a_drain_below_it() {
+    model_bounded(
+        || {
+            let (parent, cancel_parent) = Context::background().with_cancel();
+            let (child, cancel_child) = parent.with_cancel();
+            let (grandchild, cancel_grandchild) = child.with_cancel();
+            let (great_grandchild, _g) = grandchild.with_cancel();
+            let below = thread::spawn(move || cancel_grandchild.cancel());
+            let loser = {
+                let great_grandchild = great_grandchild.clone();
+                thread::spawn(move || {
+                    cancel_child.cancel();
+                    assert!(
+                        great_grandchild.is_done(),
+                        "the child's loser returned first"
+                    );
+                })
+            };
+            cancel_parent.cancel();
+            assert!(
+                great_grandchild.is_done(),
+                "the parent's cancel returned first"
+            );
+            below.join().unwrap();
+            loser.join().unwrap();
+        },
+        &[1],
+    );
+}
+
 #[test]
 fn cancel_vs_child_registration() {
     model(|| {
