@@ -338,7 +338,7 @@ impl PerConnection {
     /// at most once.)
     pub(crate) fn keep_upgraded(&self, end: RequestEnd) {
         let previous = self.lock_upgraded().replace(end);
-        drop(previous); // outside no lock: its drop ends a context
+        drop(previous); // after the lock is released: its drop ends a context
     }
 
     /// The end kept by [`keep_upgraded`](Self::keep_upgraded), if any.

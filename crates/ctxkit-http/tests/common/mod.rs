@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -318,8 +319,6 @@ pub async fn switch_to_echo(
     ctx: RequestContext,
     mut request: axum::extract::Request,
 ) -> http::Response<axum::body::Body> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     probe.started(&ctx);
     let upgrade = hyper::upgrade::on(&mut request);
     let ctx = ctx.0;
@@ -355,8 +354,6 @@ pub async fn switch_to_echo(
 /// Asks `path` on `addr` to switch to the echo protocol over HTTP/1.1:
 /// the connection once the `101`'s head has been read.
 pub async fn upgrade_to_echo(addr: SocketAddr, path: &str) -> TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n"
@@ -378,8 +375,6 @@ pub async fn upgrade_to_echo(addr: SocketAddr, path: &str) -> TcpStream {
 
 /// Sends `word` on an echo connection and reads back as many bytes.
 pub async fn echoed(stream: &mut TcpStream, word: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     stream.write_all(word).await.unwrap();
     let mut back = vec![0; word.len()];
     tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
