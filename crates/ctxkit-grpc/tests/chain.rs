@@ -200,19 +200,20 @@ fn a_budget_that_runs_out_ends_every_hop_at_its_deadline() {
     for hop in &hops {
         let line = hop.line(Duration::from_secs(5));
         let ran = ms(&line, "ms");
-        assert!(
-            (250..300 + PROMPT.as_millis() as i64).contains(&ran),
-            "{line}"
-        );
+        assert!(ran < 300 + PROMPT.as_millis() as i64, "{line}");
         // `grpc-timeout` is relative, so a hop's deadline falls one transit
         // of the call's headers after its caller's; the caller's reset at
         // its own deadline may beat the hop's timer. Such a cancel, arriving
         // before the hop's deadline, is `canceled` by definition; one
         // arriving at or after it is `deadline`. Its `ms` is taken when the
         // hop's task sees the end, a wake-up later, and both numbers are
-        // whole milliseconds: hence the allowance.
+        // whole milliseconds: hence the allowance. A transit is short on a
+        // quiet machine, but a call that waits in the caller's channel
+        // (a loaded machine that does not schedule it) arrives late, and the
+        // caller's reset then ends it early: only a hop that reached its own
+        // deadline has run for most of the budget.
         match line["ended"].as_str() {
-            Some("deadline") => {}
+            Some("deadline") => assert!(ran >= 250, "{line}"),
             Some("canceled") => assert!(
                 ran <= ms(&line, "remaining_ms") + SEEN_AFTER_CANCEL_MS,
                 "{line}"
