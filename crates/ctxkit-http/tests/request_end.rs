@@ -6,7 +6,7 @@
 mod common;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{any, get};
 use bytes::Bytes;
 use common::*;
 use ctxkit::provenance::Origin;
@@ -52,7 +52,7 @@ fn app(probe: Probe) -> axum::Router {
                 },
             ),
         )
-        .route("/echo", get(switch_to_echo))
+        .route("/echo", any(switch_to_echo))
         .route(
             "/values",
             get(|ctx: RequestContext| async move {
@@ -63,6 +63,8 @@ fn app(probe: Probe) -> axum::Router {
                 )
             }),
         )
+        // An HTTP/1.1 CONNECT's target has no path.
+        .fallback(switch_to_echo)
         .with_state(probe)
 }
 
@@ -347,6 +349,69 @@ async fn an_upgraded_connection_keeps_its_request_context_until_it_is_dropped() 
     drop(stream); // the handler's echo reads its end and drops the connection
     request.assert_both_saw(closed, Ended::Completed).await;
     nothing_left_under(&server.server_ctx).await;
+}
+
+#[tokio::test]
+async fn a_connect_tunnel_keeps_its_request_context_until_it_is_dropped() {
+    // An HTTP/1.1 CONNECT answered 200 hands the connection over, as a 101
+    // does: the tunnel, not the (empty) body, is the request's end.
+    let (server, mut seen) = server().await;
+    let mut stream = connect_to_echo(server.addr).await;
+    let request = next_seen(&mut seen).await;
+    assert_eq!(echoed(&mut stream, b"ping").await, b"ping");
+    assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
+    let closed = Instant::now();
+    drop(stream);
+    request.assert_both_saw(closed, Ended::Completed).await;
+    nothing_left_under(&server.server_ctx).await;
+}
+
+#[tokio::test]
+async fn an_http2_tunnel_outlives_its_answer_and_ends_with_its_connection() {
+    // A WebSocket over HTTP/2 (RFC 8441): the stream is the tunnel, and
+    // hyper drops the 200's body unsent. The stream's own end is not
+    // visible from the connection, which carries other streams: the
+    // request's context is left to the connection's.
+    let (server, mut seen) = server().await;
+    let mut client = Connected::open(server.addr, Protocol::Http2).await;
+    client.fetch("/values", &[]).await; // the server's settings are in
+    let mut tunnel = tunnel_to_echo(&mut client, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    for word in [&b"ping"[..], b"pong"] {
+        assert_eq!(echoed(&mut tunnel, word).await, word);
+    }
+    assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
+    // The connection serves other requests meanwhile.
+    let (status, body) = client.fetch("/values", &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "orders 127.0.0.1"));
+    assert_eq!(echoed(&mut tunnel, b"again").await, b"again");
+    // The client's tunnel holds its connection open: the connection
+    // closes once both are gone, and with it the request's context, as
+    // the client's leaving.
+    drop(tunnel);
+    let closed = Instant::now();
+    client.close();
+    request.assert_both_saw(closed, Ended::ClientGone).await;
+    nothing_left_under(&server.server_ctx).await;
+}
+
+#[tokio::test]
+async fn an_http2_tunnel_under_another_server_leaves_the_context_to_its_parent() {
+    let (root, cancel_root) = Context::background().with_cancel();
+    let (probe, mut seen) = Probe::new();
+    let app = app(probe).layer(ContextLayer::new(root));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut client = Connected::open(addr, Protocol::Http2).await;
+    client.fetch("/values", &[]).await;
+    let mut tunnel = tunnel_to_echo(&mut client, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    assert_eq!(echoed(&mut tunnel, b"ping").await, b"ping");
+    assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
+    cancel_root.cancel();
+    assert_eq!(ended(&request.ctx).await, ctxkit::Error::Canceled);
+    assert_eq!(Ended::of(&request.ctx), None, "its parent's end");
 }
 
 #[tokio::test]

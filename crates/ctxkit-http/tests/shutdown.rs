@@ -5,7 +5,7 @@
 mod common;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{any, get};
 use common::*;
 use ctxkit::provenance::Origin;
 use ctxkit_http::{Ended, RequestContext};
@@ -46,7 +46,8 @@ fn app(probe: Probe) -> axum::Router {
                 },
             ),
         )
-        .route("/echo", get(switch_to_echo))
+        .route("/echo", any(switch_to_echo))
+        .route("/ready", get(|| async { "ready" }))
         .with_state(probe)
 }
 
@@ -205,4 +206,36 @@ async fn shutdown_ends_an_upgraded_connection_after_the_grace_and_counts_it() {
     .await
     .expect("the upgraded connection is closed");
     assert_eq!(read.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_http2_tunnel_after_the_grace_with_its_connection() {
+    let grace = Duration::from_millis(300);
+    let (probe, mut seen) = Probe::new();
+    let server = TestServer::start_cancellable(|layer| layer, grace, app(probe)).await;
+    let mut client = Connected::open(server.addr, Protocol::Http2).await;
+    client.fetch("/ready", &[]).await; // the server's settings are in
+    let mut tunnel = tunnel_to_echo(&mut client, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    assert_eq!(echoed(&mut tunnel, b"ping").await, b"ping");
+
+    let began = Instant::now();
+    let report = server.shut_down().await;
+    assert!(
+        began.elapsed() >= grace,
+        "cancelled within the grace period"
+    );
+    // Left to its connection's context, which the shutdown ended; the
+    // report counts requests whose end the server holds, which a tunnel's
+    // is not.
+    assert_eq!(Ended::of(&request.ctx), Some(Ended::Shutdown));
+    assert_eq!(report.aborted_connections, 0);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut tunnel, &mut rest),
+    )
+    .await
+    .expect("the tunnel is closed");
+    assert!(read.map_or(true, |n| n == 0), "nothing more came");
 }

@@ -40,12 +40,14 @@ use tower_service::Service;
 ///   from the server, after the grace period).
 ///
 /// A request answered `101 Switching Protocols` (an HTTP/1.1 upgrade, such
-/// as a WebSocket handshake) lives on with the upgraded connection, which
-/// its handler usually serves from a task under the request's context.
-/// Under [`Server`](crate::Server) it ends with `Completed` once the
-/// upgraded connection is dropped, or with the server's shutdown. Under
-/// another server the layer cannot see the upgraded connection's end, and
-/// leaves the context to its parent and its deadline.
+/// as a WebSocket handshake), or a `CONNECT` answered with a 2xx (a
+/// tunnel; over HTTP/2, also a WebSocket), lives on with the connection or
+/// stream it hands over, which its handler usually serves from a task
+/// under the request's context. Under [`Server`](crate::Server) an
+/// HTTP/1.1 request ends with `Completed` once the upgraded connection is
+/// dropped, or with the server's shutdown. Under another server, and for
+/// an HTTP/2 stream, the layer cannot see that end, and leaves the context
+/// to its parent (under `Server`, the connection's) and its deadline.
 ///
 /// It works with any tower `Service<http::Request<B>>` that answers
 /// `http::Response<ResB>` (axum's `Router`, tonic), and with hyper's own

@@ -39,24 +39,51 @@ pub(crate) enum RequestKind {
     /// `OnUpgrade` in it). Answered `101 Switching Protocols`, it lives on
     /// with the upgraded connection, which outlasts the (empty) body.
     Upgrade,
+    /// An HTTP/1.1 `CONNECT`: answered with a 2xx, the connection becomes
+    /// the tunnel, as with [`Upgrade`](Self::Upgrade).
+    Connect,
+    /// An HTTP/2 `CONNECT`, such as a WebSocket over HTTP/2 (RFC 8441's
+    /// extended CONNECT): answered with a 2xx, its stream becomes the
+    /// tunnel and hyper drops the response body unpolled. The stream's
+    /// end is not visible from the connection, which carries others.
+    Tunnel,
 }
 
 impl RequestKind {
     /// Read before the layer inserts anything: a request from hyper then
-    /// has no extensions at all, and the lookup is one branch.
+    /// has no extensions at all, and the lookup is one branch. Over
+    /// HTTP/2 hyper can hand over only a `CONNECT`'s stream, so no other
+    /// request looks.
     #[inline]
     pub(crate) fn of<B>(request: &Request<B>) -> RequestKind {
-        if request.method() == Method::HEAD {
-            RequestKind::Head
-        } else if request.version() <= Version::HTTP_11
-            && request
+        let method = request.method();
+        if method == Method::HEAD {
+            return RequestKind::Head;
+        }
+        let connect = method == Method::CONNECT;
+        let http1 = request.version() <= Version::HTTP_11;
+        if !(http1 || connect)
+            || request
                 .extensions()
                 .get::<hyper::upgrade::OnUpgrade>()
-                .is_some()
+                .is_none()
         {
-            RequestKind::Upgrade
-        } else {
-            RequestKind::Plain
+            return RequestKind::Plain;
+        }
+        match (http1, connect) {
+            (true, false) => RequestKind::Upgrade,
+            (true, true) => RequestKind::Connect,
+            (false, _) => RequestKind::Tunnel,
+        }
+    }
+
+    /// Whether an answer with `status` hands the connection (or the
+    /// HTTP/2 stream) over to the handler.
+    fn hands_over(self, status: StatusCode) -> bool {
+        match self {
+            RequestKind::Plain | RequestKind::Head => false,
+            RequestKind::Upgrade => status == StatusCode::SWITCHING_PROTOCOLS,
+            RequestKind::Connect | RequestKind::Tunnel => status.is_success(),
         }
     }
 }
@@ -88,22 +115,24 @@ impl RequestEnd {
                 self.complete();
                 None
             }
-            RequestKind::Upgrade if status == StatusCode::SWITCHING_PROTOCOLS => {
+            kind if kind.hands_over(status) => {
                 self.upgraded();
                 None
             }
-            RequestKind::Upgrade => Some(self),
+            _ => Some(self),
         }
     }
 
-    /// The connection is about to be handed to the handler's upgrade.
-    /// Under [`Server`](crate::Server) the connection keeps this end until
-    /// the upgraded connection is dropped. Elsewhere nothing can see that
-    /// happen: the context is left to its parent and its deadline.
+    /// The connection (or the HTTP/2 stream) is about to be handed to the
+    /// handler. Under [`Server`](crate::Server) an HTTP/1.1 connection
+    /// keeps this end until the upgraded connection is dropped. Elsewhere,
+    /// and for an HTTP/2 stream, nothing can see that happen: the context
+    /// is left to its parent (under `Server`, the connection's) and its
+    /// deadline.
     fn upgraded(mut self) {
         match self.connection.clone() {
-            Some(connection) => connection.keep_upgraded(self),
-            None => {
+            Some(connection) if self.kind != RequestKind::Tunnel => connection.keep_upgraded(self),
+            _ => {
                 let (_ctx, cancel) = self.parts.take().expect("given up once");
                 cancel.detach();
             }

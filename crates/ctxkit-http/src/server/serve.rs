@@ -46,9 +46,13 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///    what is left, and returns a [`ShutdownReport`].
 ///
 /// An HTTP/1.1 connection upgraded by its handler (`101 Switching
-/// Protocols`: a WebSocket...) counts as in flight until the upgraded
-/// connection is dropped: its request's context ends then with
-/// [`Ended::Completed`], or with `Ended::Shutdown` after the grace period.
+/// Protocols`: a WebSocket...; or a `CONNECT` tunnel) counts as in flight
+/// until the upgraded connection is dropped: its request's context ends
+/// then with [`Ended::Completed`], or with `Ended::Shutdown` after the
+/// grace period. HTTP/2's extended CONNECT (RFC 8441: a WebSocket over
+/// HTTP/2) is accepted, as `axum::serve` does; such a tunnel is a stream
+/// whose end the connection cannot see, so its request's context is left
+/// to the connection's and ends with it (not counted in the report).
 ///
 /// It never waits forever. The root's end does not reach the requests
 /// directly: between the root and the connections sits the server's own
@@ -257,7 +261,9 @@ impl Server {
         // No timer, as axum::serve: hyper's header read timeout would
         // arm one per request. Slow clients are the root's and the
         // deadline's business.
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // WebSockets over HTTP/2 (RFC 8441), as axum::serve.
+        builder.http2().enable_connect_protocol();
         let root = self.layer.root().clone();
         let mut connections = JoinSet::new();
         let nodelay = self.tcp_nodelay;

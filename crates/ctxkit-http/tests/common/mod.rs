@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -314,6 +314,9 @@ pub async fn nothing_left_under(ctx: &Context) {
 /// A handler that switches the connection to an echo of whatever the
 /// client sends, in a task under the request's context: it stops when the
 /// client closes or the context ends, and then drops the connection.
+/// Asked to upgrade, it answers `101 Switching Protocols`; asked to
+/// `CONNECT` (an HTTP/1.1 tunnel, or an HTTP/2 stream as a WebSocket over
+/// HTTP/2 opens one), `200 OK`.
 pub async fn switch_to_echo(
     axum::extract::State(probe): axum::extract::State<Probe>,
     ctx: RequestContext,
@@ -343,6 +346,9 @@ pub async fn switch_to_echo(
             }
         }
     });
+    if request.method() == http::Method::CONNECT {
+        return http::Response::new(axum::body::Body::empty());
+    }
     http::Response::builder()
         .status(http::StatusCode::SWITCHING_PROTOCOLS)
         .header(http::header::CONNECTION, "upgrade")
@@ -354,10 +360,23 @@ pub async fn switch_to_echo(
 /// Asks `path` on `addr` to switch to the echo protocol over HTTP/1.1:
 /// the connection once the `101`'s head has been read.
 pub async fn upgrade_to_echo(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n"
     );
+    handed_over(addr, &request, "HTTP/1.1 101").await
+}
+
+/// Opens an HTTP/1.1 `CONNECT` tunnel through `addr` (to the echo: the
+/// server's fallback): the connection once the `200`'s head has been read.
+pub async fn connect_to_echo(addr: SocketAddr) -> TcpStream {
+    let request = "CONNECT 127.0.0.1:9 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\r\n";
+    handed_over(addr, request, "HTTP/1.1 200").await
+}
+
+/// Sends `request` to `addr` and reads the answer's head, which must
+/// start with `status_line`: the connection, handed over to the handler.
+async fn handed_over(addr: SocketAddr, request: &str, status_line: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     // Byte by byte, so as not to read past the head.
     let mut head = Vec::new();
@@ -369,12 +388,40 @@ pub async fn upgrade_to_echo(addr: SocketAddr, path: &str) -> TcpStream {
         head.push(byte);
     }
     let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.starts_with(status_line), "{head}");
     stream
 }
 
+/// Opens a tunnel to the echo at `path` over HTTP/2 with an extended
+/// `CONNECT` (RFC 8441, protocol `echo`, as a WebSocket over HTTP/2
+/// does): the stream, once the `200` came. The server's settings must
+/// have arrived (any answer on the connection before this one).
+pub async fn tunnel_to_echo(
+    client: &mut Connected,
+    path: &str,
+) -> TokioIo<hyper::upgrade::Upgraded> {
+    let Conn::Http2(send) = &mut client.conn else {
+        panic!("extended CONNECT is HTTP/2's");
+    };
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .version(http::Version::HTTP_2)
+        .uri(format!("http://127.0.0.1{path}"))
+        .body(Empty::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("echo"));
+    let response = tokio::time::timeout(PATIENCE, send.send_request(request))
+        .await
+        .expect("the server answers")
+        .expect("the server enables extended CONNECT");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    TokioIo::new(hyper::upgrade::on(response).await.unwrap())
+}
+
 /// Sends `word` on an echo connection and reads back as many bytes.
-pub async fn echoed(stream: &mut TcpStream, word: &[u8]) -> Vec<u8> {
+pub async fn echoed(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), word: &[u8]) -> Vec<u8> {
     stream.write_all(word).await.unwrap();
     let mut back = vec![0; word.len()];
     tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
