@@ -52,6 +52,16 @@ fn app(probe: Probe) -> axum::Router {
                 },
             ),
         )
+        .route(
+            // Answers at once with no body.
+            "/empty",
+            get(
+                |State(probe): State<Probe>, ctx: RequestContext| async move {
+                    probe.started(&ctx);
+                    http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
         .route("/echo", any(switch_to_echo))
         .route(
             "/values",
@@ -284,6 +294,22 @@ async fn a_head_request_completes() {
     request
         .assert_both_saw(Instant::now(), Ended::Completed)
         .await;
+}
+
+#[tokio::test]
+async fn an_answer_without_a_body_completes() {
+    // hyper asks an empty body whether it is over and drops it unpolled.
+    let (server, mut seen) = server().await;
+    for protocol in BOTH {
+        let mut client = Connected::open(server.addr, protocol).await;
+        let (status, body) = client.fetch("/empty", &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (204, ""));
+        let request = next_seen(&mut seen).await;
+        request
+            .assert_both_saw(Instant::now(), Ended::Completed)
+            .await;
+    }
+    nothing_left_under(&server.server_ctx).await;
 }
 
 #[tokio::test]

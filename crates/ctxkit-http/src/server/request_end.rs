@@ -16,8 +16,11 @@ pub(crate) struct RequestEnd {
     /// `None` only once a drop has given them up.
     parts: Option<(Context, CancelHandle)>,
     /// The response has been handed over in full: dropping this then ends
-    /// the context with `Completed`, not `ClientGone`.
-    answered: bool,
+    /// the context with `Completed`, not `ClientGone`. Atomic only so that
+    /// a body asked by shared reference whether it is over can set it
+    /// ([`complete_now`](Self::complete_now)) and the body stays `Sync`;
+    /// set and read by its owner alone.
+    answered: AtomicBool,
     /// What the answer's end is: its body's, or something else.
     kind: RequestKind,
     /// The connection the request came on under [`Server`](crate::Server),
@@ -98,7 +101,7 @@ impl RequestEnd {
     ) -> RequestEnd {
         RequestEnd {
             parts: Some((ctx, cancel)),
-            answered: false,
+            answered: AtomicBool::new(false),
             kind,
             connection,
         }
@@ -142,14 +145,15 @@ impl RequestEnd {
     /// The response has been handed over in full: ends the context with
     /// `Completed` (unless something ended it first).
     pub(crate) fn complete(mut self) {
-        self.answered = true;
+        *self.answered.get_mut() = true;
     }
 
     /// [`complete`](Self::complete), where the end cannot be given up
-    /// yet (a body asked whether it is over, by shared reference). The
-    /// drop then finds the context done and leaves it.
+    /// yet (a body asked whether it is over, by shared reference): the
+    /// owner's drop, which follows, ends the context as `complete` would.
     pub(crate) fn complete_now(&self) {
-        self.end(Ended::Completed);
+        // Relaxed: only the owner reads it, in its drop.
+        self.answered.store(true, Ordering::Relaxed);
     }
 
     /// Ends the context with `why`, unless something ended it first (the
@@ -174,7 +178,8 @@ impl Drop for RequestEnd {
             .as_ref()
             .and_then(|connection| connection.tally())
             .filter(|tally| tally.counting());
-        if self.answered && counted.is_none() {
+        let answered = *self.answered.get_mut();
+        if answered && counted.is_none() {
             // Our reference goes first, so that a context nobody else holds
             // any more (the common case: the handler has returned and left
             // nothing running) is let go rather than ended: nobody could
@@ -186,7 +191,7 @@ impl Drop for RequestEnd {
             }
             return;
         }
-        self.end(if self.answered {
+        self.end(if answered {
             Ended::Completed
         } else {
             Ended::ClientGone
