@@ -28,7 +28,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// - the remaining deadline is sent as `grpc-timeout`, in the finest unit
 ///   whose value fits in 8 digits, rounded up (a shorter `grpc-timeout`
-///   already on the call, e.g. tonic's own, is kept);
+///   already on the call, e.g. tonic's own, is kept). It is measured when
+///   the call enters this layer, above the channel's queue: a call that
+///   then waits there (a lazy channel's first connection, a full buffer)
+///   gives the server that much more time than its caller has left, where
+///   grpc-go measures as it writes the headers. Connect the channel first
+///   (`Endpoint::connect`) where that matters; the caller's own deadline
+///   still ends the call on time;
 /// - a call under a context that is already done fails at once with
 ///   `DEADLINE_EXCEEDED` or `CANCELLED`, as the context's `err()` says, and
 ///   nothing is sent;
