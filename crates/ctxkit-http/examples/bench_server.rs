@@ -11,7 +11,9 @@
 //! - `server`: `ctxkit_http::Server` (layer, connection contexts, shutdown);
 //! - `server-nodelay`: the same with `TCP_NODELAY` on every connection;
 //! - `bare`: the hyper-util auto connection loop below, no layer;
-//! - `layer`: the same loop with `ContextLayer` around the router.
+//! - `layer`: the same loop with `ContextLayer` around the router;
+//! - `axum-layer`: `axum::serve` with `ContextLayer` applied by
+//!   `Router::layer`, as an axum application adds it without `Server`.
 //!
 //! `axum` against `server` is the comparison issue 12 asks for; `bare`
 //! and `layer` isolate the layer from the rest of `Server`.
@@ -34,7 +36,7 @@ fn app() -> axum::Router {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench_server axum|server|server-nodelay|bare|layer ADDR";
+    let usage = "usage: bench_server axum|axum-layer|server|server-nodelay|bare|layer ADDR";
     let (Some(mode), Some(addr)) = (args.next(), args.next()) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -43,6 +45,10 @@ async fn main() -> std::io::Result<()> {
     println!(r#"{{"listening":"{}"}}"#, listener.local_addr()?);
     match mode.as_str() {
         "axum" => axum::serve(listener, app()).await,
+        "axum-layer" => {
+            let layered = app().layer(ContextLayer::new(Context::background()));
+            axum::serve(listener, layered).await
+        }
         "bare" => serve_loop(listener, app()).await,
         "layer" => {
             let layered = ContextLayer::new(Context::background()).layer(app());
