@@ -64,6 +64,19 @@ fn app(probe: Probe) -> axum::Router {
         )
         .route("/echo", any(switch_to_echo))
         .route(
+            // The echo's 101 with 16 MiB of headers: its write outlasts a
+            // client that does not read.
+            "/echo-slowly",
+            get(
+                |probe: State<Probe>, ctx: RequestContext, request: axum::extract::Request| async move {
+                    let mut response = switch_to_echo(probe, ctx, request).await;
+                    let padding = http::HeaderValue::from_str(&"a".repeat(16 << 20)).unwrap();
+                    response.headers_mut().insert("x-padding", padding);
+                    response
+                },
+            ),
+        )
+        .route(
             "/values",
             get(|ctx: RequestContext| async move {
                 format!(
@@ -374,6 +387,37 @@ async fn an_upgraded_connection_keeps_its_request_context_until_it_is_dropped() 
     let closed = Instant::now();
     drop(stream); // the handler's echo reads its end and drops the connection
     request.assert_both_saw(closed, Ended::Completed).await;
+    nothing_left_under(&server.server_ctx).await;
+}
+
+#[tokio::test]
+async fn a_client_gone_while_its_101_is_written_is_client_gone() {
+    // hyper hands the connection over once the 101 is out: a client that
+    // leaves while it is being written never had its upgrade.
+    let (server, mut seen) = server().await;
+    // A small receive window: what is in flight is the server's send
+    // buffer (4 MiB at most by Linux's defaults) and a few KiB.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /echo-slowly HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let request = next_seen(&mut seen).await;
+    // The answer has begun; the rest of its head waits for a reader.
+    let first = tokio::time::timeout(PATIENCE, tokio::io::AsyncReadExt::read_u8(&mut stream))
+        .await
+        .expect("the answer begins")
+        .unwrap();
+    assert_eq!(first, b'H');
+    // A reset, not a FIN. (Deprecated for the linger that blocks a drop;
+    // a zero linger does not block.)
+    #[allow(deprecated)]
+    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    let closed = Instant::now();
+    drop(stream);
+    request.assert_both_saw(closed, Ended::ClientGone).await;
     nothing_left_under(&server.server_ctx).await;
 }
 

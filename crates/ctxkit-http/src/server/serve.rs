@@ -385,26 +385,31 @@ impl Connection {
             deferred: false,
             _closed: closed,
         });
-        {
+        let served = {
             let connection = self.builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(connection);
             tokio::select! {
                 // The connection first: it is what wakes the task almost
                 // every time (and no random draw per wake-up).
                 biased;
-                _ = connection.as_mut() => {}
+                served = connection.as_mut() => served.is_ok(),
                 _ = self.root.done() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    connection.await.is_ok()
                 }
             }
-        } // The connection's future, and the stream if it still has it, dropped.
+        }; // The connection's future, and the stream if it still has it, dropped.
         if let Some(request) = upgraded.take() {
-            // The stream went to the handler's upgrade (a WebSocket...):
-            // the request lives on until the upgraded connection is
-            // dropped, or ends with the server's shutdown meanwhile.
-            let _ = io_closed.await;
-            request.complete();
+            if served {
+                // The stream went to the handler's upgrade (a WebSocket...):
+                // the request lives on until the upgraded connection is
+                // dropped, or ends with the server's shutdown meanwhile.
+                let _ = io_closed.await;
+                request.complete();
+            }
+            // Else hyper failed before the hand-over, which follows the
+            // 101's last byte: the client left without its upgrade, and the
+            // request's drop says so.
         }
         // Whatever ended the connection, the client can no longer be
         // answered on it; a shutdown's own cause, if first, wins.
