@@ -467,36 +467,45 @@ async fn an_http2_tunnel_outlives_its_answer_and_ends_with_its_connection() {
 
 #[tokio::test]
 async fn an_http2_tunnel_under_another_server_leaves_the_context_to_its_parent() {
-    let (root, cancel_root) = Context::background().with_cancel();
-    let (probe, mut seen) = Probe::new();
-    let app = app(probe).layer(ContextLayer::new(root));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, cancel_root, mut seen) = under_axum_serve().await;
     let mut client = Connected::open(addr, Protocol::Http2).await;
     client.fetch("/values", &[]).await;
     let mut tunnel = tunnel_to_echo(&mut client, "/echo").await;
     let request = next_seen(&mut seen).await;
     assert_eq!(echoed(&mut tunnel, b"ping").await, b"ping");
-    assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
-    cancel_root.cancel();
-    assert_eq!(ended(&request.ctx).await, ctxkit::Error::Canceled);
-    assert_eq!(Ended::of(&request.ctx), None, "its parent's end");
+    ends_with_its_parent(&request, cancel_root).await;
 }
 
 #[tokio::test]
 async fn an_upgrade_under_another_server_leaves_the_context_to_its_parent() {
     // axum::serve upgrades too, but the layer cannot see the upgraded
     // connection's end there: the context is not ended at the 101.
+    let (addr, cancel_root, mut seen) = under_axum_serve().await;
+    let mut stream = upgrade_to_echo(addr, "/echo").await;
+    let request = next_seen(&mut seen).await;
+    assert_eq!(echoed(&mut stream, b"ping").await, b"ping");
+    ends_with_its_parent(&request, cancel_root).await;
+}
+
+/// The app under `axum::serve`, with the layer alone: its address, its
+/// root's handle, and the requests its handlers see.
+async fn under_axum_serve() -> (
+    std::net::SocketAddr,
+    ctxkit::CancelHandle,
+    tokio::sync::mpsc::UnboundedReceiver<Seen>,
+) {
     let (root, cancel_root) = Context::background().with_cancel();
-    let (probe, mut seen) = Probe::new();
+    let (probe, seen) = Probe::new();
     let app = app(probe).layer(ContextLayer::new(root));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut stream = upgrade_to_echo(addr, "/echo").await;
-    let request = next_seen(&mut seen).await;
-    assert_eq!(echoed(&mut stream, b"ping").await, b"ping");
+    (addr, cancel_root, seen)
+}
+
+/// `request`'s context, live after its answer, ends with its parent's
+/// end (the root's cancel), not with one of the layer's.
+async fn ends_with_its_parent(request: &Seen, cancel_root: ctxkit::CancelHandle) {
     assert!(!request.ctx.is_done(), "{:?}", Ended::of(&request.ctx));
     cancel_root.cancel();
     assert_eq!(ended(&request.ctx).await, ctxkit::Error::Canceled);

@@ -182,12 +182,7 @@ async fn shutdown_ends_an_upgraded_connection_after_the_grace_and_counts_it() {
     let request = next_seen(&mut seen).await;
     assert_eq!(echoed(&mut stream, b"ping").await, b"ping");
 
-    let began = Instant::now();
-    let report = server.shut_down().await;
-    assert!(
-        began.elapsed() >= grace,
-        "cancelled within the grace period"
-    );
+    let report = shut_down_after(server, grace).await;
     assert_eq!(Ended::of(&request.ctx), Some(Ended::Shutdown));
     assert_eq!(
         (
@@ -198,14 +193,7 @@ async fn shutdown_ends_an_upgraded_connection_after_the_grace_and_counts_it() {
         (0, 1, 0)
     );
     // The echo saw its context end and dropped the connection.
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(
-        PATIENCE,
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
-    )
-    .await
-    .expect("the upgraded connection is closed");
-    assert_eq!(read.unwrap(), 0);
+    assert_closed(&mut stream).await;
 }
 
 #[tokio::test]
@@ -219,23 +207,34 @@ async fn shutdown_ends_an_http2_tunnel_after_the_grace_with_its_connection() {
     let request = next_seen(&mut seen).await;
     assert_eq!(echoed(&mut tunnel, b"ping").await, b"ping");
 
+    let report = shut_down_after(server, grace).await;
+    // Left to its connection's context, which the shutdown ended; the
+    // report counts requests whose end the server holds, which a tunnel's
+    // is not.
+    assert_eq!(Ended::of(&request.ctx), Some(Ended::Shutdown));
+    assert_eq!(report.aborted_connections, 0);
+    assert_closed(&mut tunnel).await;
+}
+
+/// Shuts `server` down, which must take at least its `grace`.
+async fn shut_down_after(server: TestServer, grace: Duration) -> ctxkit_http::ShutdownReport {
     let began = Instant::now();
     let report = server.shut_down().await;
     assert!(
         began.elapsed() >= grace,
         "cancelled within the grace period"
     );
-    // Left to its connection's context, which the shutdown ended; the
-    // report counts requests whose end the server holds, which a tunnel's
-    // is not.
-    assert_eq!(Ended::of(&request.ctx), Some(Ended::Shutdown));
-    assert_eq!(report.aborted_connections, 0);
+    report
+}
+
+/// Reads `stream` to its end, which must come at once with nothing more.
+async fn assert_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(
         PATIENCE,
-        tokio::io::AsyncReadExt::read_to_end(&mut tunnel, &mut rest),
+        tokio::io::AsyncReadExt::read_to_end(stream, &mut rest),
     )
     .await
-    .expect("the tunnel is closed");
+    .expect("the server closes it");
     assert!(read.map_or(true, |n| n == 0), "nothing more came");
 }
