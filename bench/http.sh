@@ -23,7 +23,7 @@
 # counters dumped just before and after, one tokio worker thread) are
 # divided by the count. Load on the machine barely changes these numbers.
 #
-# Environment: MODES (default "axum server"; also server-nodelay, bare,
+# Environment: MODES (default "axum server"; also server-nodelay, bare, axum-layer,
 # layer: see crates/ctxkit-http/examples/bench_server.rs), ROUNDS (default
 # 9), DURATION (seconds per run, default 2), CONNECTIONS (default 25),
 # STREAMS (h2load streams per connection, default 10), REQUESTS (callgrind,
