@@ -118,7 +118,7 @@ where
                 // unpolled: that is its end too.
                 if done {
                     if let Some(end) = &self.end {
-                        end.complete_now();
+                        end.mark_answered();
                     }
                 }
                 done

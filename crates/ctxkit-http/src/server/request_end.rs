@@ -18,7 +18,7 @@ pub(crate) struct RequestEnd {
     /// The response has been handed over in full: dropping this then ends
     /// the context with `Completed`, not `ClientGone`. Atomic only so that
     /// a body asked by shared reference whether it is over can set it
-    /// ([`complete_now`](Self::complete_now)) and the body stays `Sync`;
+    /// ([`mark_answered`](Self::mark_answered)) and the body stays `Sync`;
     /// set and read by its owner alone.
     answered: AtomicBool,
     /// What the answer's end is: its body's, or something else.
@@ -151,7 +151,7 @@ impl RequestEnd {
     /// [`complete`](Self::complete), where the end cannot be given up
     /// yet (a body asked whether it is over, by shared reference): the
     /// owner's drop, which follows, ends the context as `complete` would.
-    pub(crate) fn complete_now(&self) {
+    pub(crate) fn mark_answered(&self) {
         // Relaxed: only the owner reads it, in its drop.
         self.answered.store(true, Ordering::Relaxed);
     }
