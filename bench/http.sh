@@ -4,7 +4,7 @@
 # around the router), loaded with wrk (HTTP/1.1) and h2load (HTTP/2, prior
 # knowledge). See BENCHMARKS.md.
 #
-# Usage: bench/http.sh [load|callgrind]
+# Usage: bench/http.sh [load|paired|callgrind]
 #
 # load (the default): each server is loaded alone; in each round and for
 # each tool the servers take turns in the order A B ... B A (the first one
@@ -16,6 +16,18 @@
 # medians over the rounds, the middle half (25th to 75th percentile) and
 # the range, how many rounds reached 0.97 of axum, and the load average
 # at each run (a VM's neighbours move the numbers more than the code does).
+#
+# paired: the two servers MODES names (default axum and server) are loaded
+# at once, each by its own load generator, both pinned to the same core
+# with one tokio worker each, so that they share it as the kernel shares a
+# core between two busy threads; whatever else the machine does in those
+# seconds hits both alike. Fresh processes every round and tool, started in
+# turns. Per round: the ratio of the requests each completed in the same
+# seconds, and of their requests per CPU-second (CPU time from each
+# server's threads' schedstat, in ns). Reported: the mean with a bootstrap
+# 95% interval, the median and range, and each server's CPU µs a request.
+# `MODES="axum base:axum" BASELINE=<the same bench_server>` is the method's
+# own control: it should read 1.000.
 #
 # callgrind: each server runs under `valgrind --tool=callgrind`; h2load
 # sends a fixed number of requests (HTTP/1.1 with --h1, then HTTP/2), and
@@ -107,6 +119,16 @@ stop() {
     kill "${pid[$1]}" 2>/dev/null || true
     wait "${pid[$1]}" 2>/dev/null || true
 }
+# generate TOOL MODE SECONDS: loads one server for that long (wrk, or h2load
+# with STREAMS streams per connection).
+generate() {
+    local tool=$1 mode=$2 seconds=$3
+    if [ "$tool" = wrk ]; then
+        on "$client_cpus" wrk -t1 -c"$connections" -d"${seconds}s" "http://${addr[$mode]}/"
+    else
+        on "$client_cpus" h2load -D"$seconds" -c"$connections" -m"$streams" -t1 "http://${addr[$mode]}/"
+    fi
+}
 trap 'for m in "${!pid[@]}"; do kill "${pid[$m]}" 2>/dev/null || true; done' EXIT
 
 if [ "$what" = callgrind ]; then
@@ -168,6 +190,80 @@ PY
     exit 0
 fi
 
+if [ "$what" = paired ]; then
+    [ "${#modes[@]}" = 2 ] || { echo "bench/http.sh paired: MODES names two servers, not ${#modes[@]}" >&2; exit 1; }
+    # The server's CPU time so far in nanoseconds, over its threads (none
+    # of which exits while it serves).
+    cpu_ns() { cat /proc/"${pid[$1]}"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
+    for round in $(seq "$rounds"); do
+        for tool in wrk h2load; do
+            # Fresh processes every round (a process's memory layout moves
+            # its speed by a percent or so), started in turns.
+            order=("${modes[@]}")
+            [ $((round % 2)) = 0 ] && order=("${modes[1]}" "${modes[0]}")
+            for mode in "${order[@]}"; do start "$mode" env TOKIO_WORKER_THREADS=1; done
+            declare -A before=() loaders=()
+            for mode in "${order[@]}"; do # warm-up, both at once
+                generate "$tool" "$mode" 1 >/dev/null &
+                loaders[$mode]=$!
+            done
+            for mode in "${order[@]}"; do wait "${loaders[$mode]}"; done
+            for mode in "${order[@]}"; do before[$mode]=$(cpu_ns "$mode"); done
+            for mode in "${order[@]}"; do
+                generate "$tool" "$mode" "$duration" >"$out/paired-$tool-$mode-$round.txt" &
+                loaders[$mode]=$!
+            done
+            for mode in "${order[@]}"; do wait "${loaders[$mode]}"; done
+            for mode in "${order[@]}"; do
+                echo "cpu_ns $(($(cpu_ns "$mode") - before[$mode]))" >>"$out/paired-$tool-$mode-$round.txt"
+                echo "loadavg $(cut -d' ' -f1 /proc/loadavg)" >>"$out/paired-$tool-$mode-$round.txt"
+                stop "$mode"
+            done
+            unset before loaders
+            printf '%s round %s: %s\n' "$tool" "$round" "$(for m in "${modes[@]}"; do
+                printf '%s %s; ' "$m" "$(grep -hoE '[0-9]+ requests in|[0-9]+ done' "$out/paired-$tool-$m-$round.txt")"
+            done)" >&2
+        done
+    done
+    python3 - "$out" "$rounds" "${modes[@]}" <<'PY'
+import random, re, statistics, sys
+out, rounds, (a, b) = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def one(tool, mode, r):
+    """(requests completed, server CPU seconds) of one server in round r."""
+    text = open(f"{out}/paired-{tool}-{mode}-{r}.txt").read()
+    if tool == "wrk":
+        assert "Non-2xx" not in text and "Socket errors" not in text, f"wrk {mode} round {r}: errors"
+        done = int(re.search(r"(\d+) requests in", text).group(1))
+    else:
+        failed = int(re.search(r"requests: .* (\d+) failed", text).group(1))
+        assert failed == 0, f"h2load {mode} round {r}: {failed} failed"
+        done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
+    return done, int(re.search(r"cpu_ns (\d+)", text).group(1)) / 1e9
+def interval(xs):
+    """A bootstrap 95% interval of the mean."""
+    rng = random.Random(12)
+    means = sorted(statistics.fmean(rng.choices(xs, k=len(xs))) for _ in range(4000))
+    return means[100], means[3899]
+print(f"{b} against {a}, both loaded at once on one core, {rounds} rounds; per round the ratio of")
+print("the requests each completed in the same seconds, and of their requests per CPU-second.\n")
+print(f"| tool | ratio | mean (95% interval) | median (range) | rounds ≥ 0.97 | {a} CPU µs/request | {b} CPU µs/request |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for tool in ("wrk", "h2load"):
+    runs = [(one(tool, a, r), one(tool, b, r)) for r in range(1, rounds + 1)]
+    rows = {
+        "requests": [y[0] / x[0] for x, y in runs],
+        "per CPU-second": [(y[0] / y[1]) / (x[0] / x[1]) for x, y in runs],
+    }
+    cost = lambda i: statistics.median(run[i][1] / run[i][0] * 1e6 for run in runs)
+    for name, xs in rows.items():
+        lo, hi = interval(xs)
+        print(f"| {tool} | {name} | {statistics.fmean(xs):.3f} ({lo:.3f} to {hi:.3f}) | "
+              f"{statistics.median(xs):.3f} ({min(xs):.3f} to {max(xs):.3f}) | "
+              f"{sum(x >= 0.97 for x in xs)} of {rounds} | {cost(0):.2f} | {cost(1):.2f} |")
+PY
+    exit 0
+fi
+
 # The server's CPU time so far, in clock ticks (user + system).
 cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
 
@@ -176,11 +272,7 @@ cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
 load() {
     local tool=$1 mode=$2 run=$3 before
     before=$(cpu "$mode")
-    if [ "$tool" = wrk ]; then
-        on "$client_cpus" wrk -t1 -c"$connections" -d"${duration}s" "http://${addr[$mode]}/"
-    else
-        on "$client_cpus" h2load -D"$duration" -c"$connections" -m"$streams" -t1 "http://${addr[$mode]}/"
-    fi >"$out/$tool-$mode-$run.txt"
+    generate "$tool" "$mode" "$duration" >"$out/$tool-$mode-$run.txt"
     echo "cpu_ticks $(($(cpu "$mode") - before))" >>"$out/$tool-$mode-$run.txt"
     echo "loadavg $(cut -d' ' -f1 /proc/loadavg)" >>"$out/$tool-$mode-$run.txt"
 }
