@@ -390,13 +390,20 @@ fn drop_backtraces_are_opt_in() {
 #[test]
 fn an_errgroup_names_itself() {
     let mut sibling_saw = None;
+    // The failure waits for the sibling to start: a group that has already
+    // failed refuses new tasks.
+    let both_started = std::sync::Barrier::new(2);
     let result = ctxkit::group::scope::<Message, _, _>(&Context::background(), |g| {
-        g.spawn(|_ctx| Err(Message::new("disk full")));
-        g.spawn(|ctx| {
+        g.spawn(|_ctx| {
+            both_started.wait();
+            Err(Message::new("disk full"))
+        });
+        assert!(g.spawn(|ctx| {
+            both_started.wait();
             ctx.wait();
             sibling_saw = ctx.provenance();
             Ok(())
-        });
+        }));
     });
     assert_eq!(result.unwrap_err().as_str(), "disk full");
     let who = sibling_saw.expect("the sibling was cancelled");
