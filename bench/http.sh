@@ -227,17 +227,13 @@ if [ "$what" = paired ]; then
     done
     python3 - "$out" "$rounds" "${modes[@]}" <<'PY'
 import random, re, statistics, sys
+sys.path.insert(0, "bench")
+from load_output import completed
 out, rounds, (a, b) = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def one(tool, mode, r):
     """(requests completed, server CPU seconds) of one server in round r."""
     text = open(f"{out}/paired-{tool}-{mode}-{r}.txt").read()
-    if tool == "wrk":
-        assert "Non-2xx" not in text and "Socket errors" not in text, f"wrk {mode} round {r}: errors"
-        done = int(re.search(r"(\d+) requests in", text).group(1))
-    else:
-        failed = int(re.search(r"requests: .* (\d+) failed", text).group(1))
-        assert failed == 0, f"h2load {mode} round {r}: {failed} failed"
-        done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
+    _, done = completed(tool, text, f"{mode} round {r}")
     return done, int(re.search(r"cpu_ns (\d+)", text).group(1)) / 1e9
 def interval(xs):
     """A bootstrap 95% interval of the mean."""
@@ -302,6 +298,8 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" 
 # difference taken within each round (the runs interleaved A B B A).
 python3 - "$out" "$rounds" "$(getconf CLK_TCK)" "${modes[@]}" <<'PY'
 import re, statistics, sys
+sys.path.insert(0, "bench")
+from load_output import completed
 out, rounds, tck, modes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 loads = []
 def one(tool, mode, run):
@@ -309,15 +307,7 @@ def one(tool, mode, run):
     text = open(f"{out}/{tool}-{mode}-{run}.txt").read()
     ticks = int(re.search(r"cpu_ticks (\d+)", text).group(1))
     loads.append(float(re.search(r"loadavg ([\d.]+)", text).group(1)))
-    if tool == "wrk":
-        assert "Non-2xx" not in text and "Socket errors" not in text, f"wrk {mode} run {run}: errors"
-        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-        done = int(re.search(r"(\d+) requests in", text).group(1))
-    else:
-        failed = int(re.search(r"requests: .* (\d+) failed", text).group(1))
-        assert failed == 0, f"h2load {mode} run {run}: {failed} failed"
-        rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
-        done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
+    rate, done = completed(tool, text, f"{mode} run {run}")
     return rate, done, ticks
 def run(tool, mode, r):
     """(requests/s, server CPU µs per request) of one round: both runs."""
