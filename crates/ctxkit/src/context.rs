@@ -505,7 +505,7 @@ impl Context {
         // caught by `attach`, under the parent's lock.)
         if let Some(err) = parent.and_then(Scope::ended_with_default_cause) {
             let ctx = self.derive(|| Layer::Cancel(Scope::new_done(own, err, site)));
-            return (ctx, CancelHandle::ended());
+            return (ctx, CancelHandle::default()); // born done: nothing to cancel
         }
         let (node, handle_node) = NodeRef::new_pair(|| Node {
             parent: self.clone(),

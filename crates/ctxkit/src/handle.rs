@@ -5,6 +5,7 @@ use crate::deadline::Deadline;
 use crate::error::{Cause, Error};
 use crate::node_ref::NodeRef;
 use crate::provenance;
+use crate::Context;
 use std::fmt;
 use std::panic::Location;
 use std::time::{Duration, Instant};
@@ -52,12 +53,6 @@ impl CancelHandle {
     #[inline]
     pub(crate) fn new(node: NodeRef) -> CancelHandle {
         CancelHandle { scope: Some(node) }
-    }
-
-    /// The handle of a scope that was done from the start.
-    #[inline]
-    pub(crate) fn ended() -> CancelHandle {
-        CancelHandle { scope: None }
     }
 
     /// Cancels the context with [`Error::Canceled`], if it is not done yet.
@@ -353,6 +348,30 @@ impl CancelHandle {
         self.move_deadline(Deadline::NEVER, false)
     }
 
+    /// The context this handle cancels, while the handle holds it: `None`
+    /// once [detached](CancelHandle::detach), for a [default](CancelHandle::default)
+    /// handle, and for a context born done (derived from one that had
+    /// ended), which a handle never holds.
+    ///
+    /// For code that keeps only the handle and, now and then, needs to see
+    /// how its context ended: one reference fewer to keep than the pair.
+    ///
+    /// ```
+    /// use ctxkit::{Context, Error};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// drop(ctx); // only the handle is kept
+    /// cancel.cancel();
+    /// assert_eq!(cancel.context().unwrap().err(), Some(Error::Canceled));
+    ///
+    /// let (done, _) = Context::background().with_cancel(); // dropped: cancelled
+    /// let (_, born_done) = done.with_cancel();
+    /// assert!(born_done.context().is_none());
+    /// ```
+    pub fn context(&self) -> Option<Context> {
+        self.scope.clone().map(Context::from_node_ref)
+    }
+
     fn move_deadline(&self, to: Deadline, passed: bool) -> bool {
         match &self.scope {
             Some(node) => cancel::move_deadline(node, to, passed),
@@ -373,6 +392,28 @@ impl CancelHandle {
             return None;
         }
         Some(node)
+    }
+}
+
+/// A handle that cancels nothing, as a [detached](CancelHandle::detach)
+/// one: what [`std::mem::take`] leaves behind when it moves a handle out
+/// of a struct that must keep one.
+///
+/// ```
+/// use ctxkit::{CancelHandle, Context};
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let mut slot = cancel;
+/// let taken = std::mem::take(&mut slot);
+/// drop(slot); // the default left behind: cancels nothing
+/// assert!(!ctx.is_done());
+/// drop(taken);
+/// assert!(ctx.is_done());
+/// ```
+impl Default for CancelHandle {
+    #[inline]
+    fn default() -> CancelHandle {
+        CancelHandle { scope: None }
     }
 }
 

@@ -1136,6 +1136,26 @@ fn finish_with_vs_a_registration_and_its_owners_drop() {
     });
 }
 
+/// A context read back through its handle (`CancelHandle::context`) while
+/// its last other owner lets go on another thread is an owner like any
+/// other: the finish that follows ends it, with its cause, rather than
+/// letting it go, and then it leaves its parent.
+#[test]
+fn a_context_read_through_its_handle_is_ended_not_let_go() {
+    model(|| {
+        let (parent, _cancel) = Context::background().with_cancel();
+        let (ctx, finish) = parent.with_cancel();
+        let other = thread::spawn(move || drop(ctx));
+        let seen = finish.context().expect("the handle holds its context");
+        finish.finish_with(Named("finished"));
+        other.join().unwrap();
+
+        assert_eq!(seen.err(), Some(Error::Canceled));
+        assert_eq!(cause_text(&seen), "finished");
+        assert_eq!(parent.registrations(), 0);
+    });
+}
+
 /// `finish_with` on a context nobody holds, while its parent is cancelled:
 /// either the parent's cancel ends it first or the finish lets it go; both
 /// leave nothing behind, and the parent's cancel returns whole.

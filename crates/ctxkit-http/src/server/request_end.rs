@@ -13,8 +13,18 @@ use std::sync::Arc;
 /// let go of the request early: the client went away (or the server
 /// aborted the connection, whose own cause then wins).
 pub(crate) struct RequestEnd {
-    /// `None` only once a drop has given them up.
-    parts: Option<(Context, CancelHandle)>,
+    /// The request context's handle, and no reference to the context
+    /// itself: a context that nobody else holds by the end is then let go
+    /// rather than ended, and the request's future is one word smaller
+    /// (BENCHMARKS.md: its HTTP/2 task fits a smaller allocation).
+    /// Taken out, leaving a handle that cancels nothing, when the request
+    /// hands its connection over ([`upgraded`](Self::upgraded)).
+    cancel: CancelHandle,
+    /// The connection the request came on under [`Server`](crate::Server),
+    /// whose shutdown tally counts the requests that end while it shuts
+    /// down. The request's future gives its own reference up to this one,
+    /// so that no reference count changes for it.
+    connection: Option<Arc<PerConnection>>,
     /// The response has been handed over in full: dropping this then ends
     /// the context with `Completed`, not `ClientGone`. Atomic only so that
     /// a body asked by shared reference whether it is over can set it
@@ -23,11 +33,6 @@ pub(crate) struct RequestEnd {
     answered: AtomicBool,
     /// What the answer's end is: its body's, or something else.
     kind: RequestKind,
-    /// The connection the request came on under [`Server`](crate::Server),
-    /// whose shutdown tally counts the requests that end while it shuts
-    /// down. The request's future gives its own reference up to this one,
-    /// so that no reference count changes for it.
-    connection: Option<Arc<PerConnection>>,
 }
 
 /// Requests whose end is not their answer's last byte.
@@ -50,6 +55,9 @@ pub(crate) enum RequestKind {
     /// tunnel and hyper drops the response body unpolled. The stream's
     /// end is not visible from the connection, which carries others.
     Tunnel,
+    /// Handed over, and its context left to its parent and its deadline
+    /// (see [`RequestEnd::upgraded`]): its end ends nothing.
+    HandedOver,
 }
 
 impl RequestKind {
@@ -84,7 +92,7 @@ impl RequestKind {
     /// HTTP/2 stream) over to the handler.
     fn hands_over(self, status: StatusCode) -> bool {
         match self {
-            RequestKind::Plain | RequestKind::Head => false,
+            RequestKind::Plain | RequestKind::Head | RequestKind::HandedOver => false,
             RequestKind::Upgrade => status == StatusCode::SWITCHING_PROTOCOLS,
             RequestKind::Connect | RequestKind::Tunnel => status.is_success(),
         }
@@ -94,16 +102,15 @@ impl RequestKind {
 impl RequestEnd {
     #[inline]
     pub(crate) fn new(
-        ctx: Context,
         cancel: CancelHandle,
         kind: RequestKind,
         connection: Option<Arc<PerConnection>>,
     ) -> RequestEnd {
         RequestEnd {
-            parts: Some((ctx, cancel)),
+            cancel,
+            connection,
             answered: AtomicBool::new(false),
             kind,
-            connection,
         }
     }
 
@@ -136,8 +143,8 @@ impl RequestEnd {
         match self.connection.clone() {
             Some(connection) if self.kind != RequestKind::Tunnel => connection.keep_upgraded(self),
             _ => {
-                let (_ctx, cancel) = self.parts.take().expect("given up once");
-                cancel.detach();
+                self.kind = RequestKind::HandedOver;
+                std::mem::take(&mut self.cancel).detach();
             }
         }
     }
@@ -155,22 +162,11 @@ impl RequestEnd {
         // Relaxed: only the owner reads it, in its drop.
         self.answered.store(true, Ordering::Relaxed);
     }
-
-    /// Ends the context with `why`, unless something ended it first (the
-    /// first cancellation wins; checking first spares the shared cause's
-    /// reference count on the common path where nothing raced).
-    fn end(&self, why: Ended) {
-        if let Some((ctx, cancel)) = &self.parts {
-            if !ctx.is_done() {
-                why.end(cancel);
-            }
-        }
-    }
 }
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
-        if self.parts.is_none() {
+        if self.kind == RequestKind::HandedOver {
             return; // left live: see `upgraded`
         }
         let counted = self
@@ -179,25 +175,23 @@ impl Drop for RequestEnd {
             .and_then(|connection| connection.tally())
             .filter(|tally| tally.counting());
         let answered = *self.answered.get_mut();
-        if answered && counted.is_none() {
-            // Our reference goes first, so that a context nobody else holds
-            // any more (the common case: the handler has returned and left
-            // nothing running) is let go rather than ended: nobody could
-            // see its end.
-            let (ctx, cancel) = self.parts.take().expect("given up once");
-            if !ctx.is_done() {
-                drop(ctx);
-                Ended::Completed.finish(cancel);
+        match counted {
+            // A context nobody else holds any more (the common case: the
+            // handler has returned and left nothing running) is let go
+            // rather than ended: nobody could see its end.
+            None if answered => Ended::Completed.finish(std::mem::take(&mut self.cancel)),
+            // The first cancellation wins: one that came first (a deadline,
+            // the client, the server's shutdown) stays.
+            None => Ended::ClientGone.end(&self.cancel),
+            Some(tally) => {
+                let why = if answered {
+                    Ended::Completed
+                } else {
+                    Ended::ClientGone
+                };
+                why.end(&self.cancel);
+                tally.record(self.cancel.context());
             }
-            return;
-        }
-        self.end(if answered {
-            Ended::Completed
-        } else {
-            Ended::ClientGone
-        });
-        if let (Some(tally), Some((ctx, _))) = (counted, &self.parts) {
-            tally.record(ctx);
         }
     }
 }
@@ -224,8 +218,11 @@ impl ShutdownTally {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    fn record(&self, ctx: &Context) {
-        let counter = if Ended::of(ctx) == Some(Ended::Shutdown) {
+    /// Counts a request whose context is `ctx` (`None`: born done, with
+    /// its parent's plain cancel, which is no shutdown), now ended.
+    fn record(&self, ctx: Option<Context>) {
+        let by_shutdown = ctx.is_some_and(|ctx| Ended::of(&ctx) == Some(Ended::Shutdown));
+        let counter = if by_shutdown {
             &self.cancelled
         } else {
             &self.finished
