@@ -350,8 +350,9 @@ impl CancelHandle {
 
     /// The context this handle cancels, while the handle holds it: `None`
     /// once [detached](CancelHandle::detach), for a [default](CancelHandle::default)
-    /// handle, and for a context born done (derived from one that had
-    /// ended), which a handle never holds.
+    /// handle, and for a context born done under one that had already
+    /// ended without a cause of its own (a plain cancel, a deadline):
+    /// there was nothing left for the handle to hold.
     ///
     /// For code that keeps only the handle and, now and then, needs to see
     /// how its context ended: one reference fewer to keep than the pair.

@@ -218,8 +218,9 @@ impl ShutdownTally {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Counts a request whose context is `ctx` (`None`: born done, with
-    /// its parent's plain cancel, which is no shutdown), now ended.
+    /// Counts a request whose context is `ctx`, now ended. `None`: born
+    /// done under a context that had ended without a cause of its own,
+    /// so not by a shutdown, whose cause is `Ended::Shutdown`.
     fn record(&self, ctx: Option<Context>) {
         let by_shutdown = ctx.is_some_and(|ctx| Ended::of(&ctx) == Some(Ended::Shutdown));
         let counter = if by_shutdown {
