@@ -175,23 +175,22 @@ impl Drop for RequestEnd {
             .and_then(|connection| connection.tally())
             .filter(|tally| tally.counting());
         let answered = *self.answered.get_mut();
-        match counted {
+        if answered && counted.is_none() {
             // A context nobody else holds any more (the common case: the
             // handler has returned and left nothing running) is let go
             // rather than ended: nobody could see its end.
-            None if answered => Ended::Completed.finish(std::mem::take(&mut self.cancel)),
-            // The first cancellation wins: one that came first (a deadline,
-            // the client, the server's shutdown) stays.
-            None => Ended::ClientGone.end(&self.cancel),
-            Some(tally) => {
-                let why = if answered {
-                    Ended::Completed
-                } else {
-                    Ended::ClientGone
-                };
-                why.end(&self.cancel);
-                tally.record(self.cancel.context());
-            }
+            return Ended::Completed.finish(std::mem::take(&mut self.cancel));
+        }
+        // The first cancellation wins: one that came first (a deadline,
+        // the client, the server's shutdown) stays.
+        let why = if answered {
+            Ended::Completed
+        } else {
+            Ended::ClientGone
+        };
+        why.end(&self.cancel);
+        if let Some(tally) = counted {
+            tally.record(self.cancel.context());
         }
     }
 }
